@@ -1,0 +1,109 @@
+"""The composition root: ``create_app(settings)`` builds every service once and mounts every
+surface (GraphQL over HTTP and websockets, REST dialects, JWKS, health)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
+from authql.context import build_context
+from authql.db import tortoise_config
+from authql.middleware import BodyLimitMiddleware
+from authql.resolvers import meta
+from authql.rest_compat import dialect_routes
+from authql.schema import build_schema
+from authql.schema.view import AuthqlGraphQL
+from authql.services import Services, build_services
+from authql.settings import Settings, from_env
+
+logger = logging.getLogger("authql")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    services: Services | None = None,
+    manage_database: bool = True,
+) -> Starlette:
+    """Build the ASGI app.
+
+    ``manage_database`` opens the Tortoise connections in the lifespan; tests that open the
+    database themselves (and drive the app through httpx without a lifespan) pass False.
+    """
+    settings = (settings or from_env()).with_generated_secrets()
+    services = services or build_services(settings)
+    graphql = AuthqlGraphQL(
+        build_schema(settings),
+        services,
+        graphql_ide=None if settings.production else "graphiql",
+        allowed_origins=settings.cors_origins,
+        connection_init_wait_timeout=dt.timedelta(seconds=10),
+        max_subscriptions_per_connection=20,
+        keep_alive=True,
+        keep_alive_interval=15,
+    )
+
+    async def jwks(_: Request) -> Response:
+        return JSONResponse(
+            services.access_tokens.jwks(), headers={"cache-control": "public, max-age=300"}
+        )
+
+    async def health(request: Request) -> Response:
+        context = await build_context(
+            services, peer=request.client.host if request.client else None
+        )
+        view = await meta.health(context)
+        return JSONResponse(
+            {"status": view.status, "version": view.version, "database": view.database},
+            status_code=200 if view.database else 503,
+        )
+
+    routes: list[BaseRoute] = [
+        Route("/graphql", graphql),
+        WebSocketRoute("/graphql", graphql),
+        Route("/.well-known/jwks.json", jwks, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        *dialect_routes(services),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if not manage_database:
+            yield
+            services.close()
+            return
+        from tortoise.contrib.starlette import RegisterTortoise
+
+        async with RegisterTortoise(app, config=tortoise_config(settings.database_url)):
+            yield
+        services.close()
+
+    middleware = [Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)]
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_credentials=True,
+                allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+                allow_headers=["authorization", "content-type", "x-csrf-token"],
+            )
+        )
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.services = services
+    app.state.settings = settings
+    return app
+
+
+def app_from_env() -> Starlette:
+    """uvicorn factory: ``uvicorn --factory authql.app:app_from_env``."""
+    return create_app(from_env())

@@ -1,0 +1,122 @@
+"""The one failure channel: AuthError and its subclasses, each carrying a stable ErrorCode.
+
+Resolvers raise these; adapters render them (GraphQL as ``extensions.code``, each REST
+dialect through its own status/body table). Anything that is not an AuthError is an
+unexpected failure and is masked by the adapters.
+
+    AuthError (code)
+    ├── ValidationFailed       VALIDATION_ERROR   (+ fields: {field: message})
+    ├── Unauthorized           UNAUTHORIZED
+    ├── InvalidCredentials     INVALID_CREDENTIALS
+    ├── InvalidToken           INVALID_TOKEN
+    ├── Forbidden              FORBIDDEN
+    ├── EmailNotVerified       EMAIL_NOT_VERIFIED
+    ├── TwoFactorRequired      TWO_FACTOR_REQUIRED
+    ├── NotFound               NOT_FOUND
+    ├── Conflict               CONFLICT
+    ├── AccountLocked          ACCOUNT_LOCKED     (+ retry_after)
+    ├── RateLimited            RATE_LIMITED       (+ retry_after)
+    └── ProviderError          PROVIDER_ERROR
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+
+
+class ErrorCode(enum.Enum):
+    """The contract's ErrorCode, plus INTERNAL for masked unexpected failures."""
+
+    VALIDATION_ERROR = "VALIDATION_ERROR"
+    UNAUTHORIZED = "UNAUTHORIZED"
+    INVALID_CREDENTIALS = "INVALID_CREDENTIALS"
+    INVALID_TOKEN = "INVALID_TOKEN"
+    FORBIDDEN = "FORBIDDEN"
+    EMAIL_NOT_VERIFIED = "EMAIL_NOT_VERIFIED"
+    TWO_FACTOR_REQUIRED = "TWO_FACTOR_REQUIRED"
+    NOT_FOUND = "NOT_FOUND"
+    CONFLICT = "CONFLICT"
+    ACCOUNT_LOCKED = "ACCOUNT_LOCKED"
+    RATE_LIMITED = "RATE_LIMITED"
+    PROVIDER_ERROR = "PROVIDER_ERROR"
+    INTERNAL = "INTERNAL"
+
+
+class AuthError(Exception):
+    """A failure the caller may see. ``message`` is safe to show; it never names secrets."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+    default_message = "Request failed."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        fields: dict[str, str] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.message = message or self.default_message
+        self.fields = fields or {}
+        self.retry_after = None if retry_after is None else max(1, math.ceil(retry_after))
+        super().__init__(self.message)
+
+
+class ValidationFailed(AuthError):
+    code = ErrorCode.VALIDATION_ERROR
+    default_message = "Invalid input."
+
+
+class Unauthorized(AuthError):
+    code = ErrorCode.UNAUTHORIZED
+    default_message = "Authentication required."
+
+
+class InvalidCredentials(AuthError):
+    code = ErrorCode.INVALID_CREDENTIALS
+    default_message = "Invalid credentials."
+
+
+class InvalidToken(AuthError):
+    code = ErrorCode.INVALID_TOKEN
+    default_message = "Invalid or expired token."
+
+
+class Forbidden(AuthError):
+    code = ErrorCode.FORBIDDEN
+    default_message = "Not allowed."
+
+
+class EmailNotVerified(AuthError):
+    code = ErrorCode.EMAIL_NOT_VERIFIED
+    default_message = "Email address not verified."
+
+
+class TwoFactorRequired(AuthError):
+    code = ErrorCode.TWO_FACTOR_REQUIRED
+    default_message = "Two-factor authentication required."
+
+
+class NotFound(AuthError):
+    code = ErrorCode.NOT_FOUND
+    default_message = "Not found."
+
+
+class Conflict(AuthError):
+    code = ErrorCode.CONFLICT
+    default_message = "Already in use."
+
+
+class AccountLocked(AuthError):
+    code = ErrorCode.ACCOUNT_LOCKED
+    default_message = "Account temporarily locked. Try again later."
+
+
+class RateLimited(AuthError):
+    code = ErrorCode.RATE_LIMITED
+    default_message = "Too many requests. Try again later."
+
+
+class ProviderError(AuthError):
+    code = ErrorCode.PROVIDER_ERROR
+    default_message = "An external provider failed."

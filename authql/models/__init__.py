@@ -1,0 +1,14 @@
+"""Tortoise models, one module per aggregate. Secrets are stored only as digests or hashes."""
+
+from authql.models.event import AuthEventRecord
+from authql.models.session import RefreshToken, Session
+from authql.models.user import User, UserRole
+
+#: The module list Tortoise registers (app label "models").
+MODEL_MODULES = [
+    "authql.models.user",
+    "authql.models.session",
+    "authql.models.event",
+]
+
+__all__ = ["MODEL_MODULES", "AuthEventRecord", "RefreshToken", "Session", "User", "UserRole"]

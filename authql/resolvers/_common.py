@@ -1,0 +1,107 @@
+"""Helpers every flow shares: input rules, rate-limit checks and event emission."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from authql.context import RequestContext
+from authql.errors import RateLimited, ValidationFailed
+from authql.services.events import AuthEvent, AuthEventType
+
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+_USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
+_PHONE = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+def normalize_email(raw: str) -> str:
+    """Emails compare case-insensitively; stored lower-case and trimmed."""
+    return raw.strip().lower()
+
+
+def check_email(raw: str, *, field: str = "email") -> str:
+    """The normalised email, or VALIDATION_ERROR."""
+    email = normalize_email(raw)
+    if len(email) > 320 or not _EMAIL.match(email):
+        raise ValidationFailed("Invalid email address.", fields={field: "Invalid email address."})
+    return email
+
+
+def check_username(raw: str) -> tuple[str, str]:
+    """(display form, unique key) for a username, or VALIDATION_ERROR."""
+    username = raw.strip()
+    if not _USERNAME.match(username):
+        raise ValidationFailed(
+            "Invalid username.",
+            fields={"username": "3-32 letters, digits, '.', '_' or '-'."},
+        )
+    return username, username.lower()
+
+
+def check_phone(raw: str) -> str:
+    """An E.164 phone number (``+`` and 7-15 digits), or VALIDATION_ERROR."""
+    phone = re.sub(r"[\s()-]", "", raw)
+    if not _PHONE.match(phone):
+        raise ValidationFailed(
+            "Invalid phone number.",
+            fields={"phone": "Use international format, e.g. +14155550100."},
+        )
+    return phone
+
+
+def check_password(ctx: RequestContext, password: str, *, field: str = "password") -> str:
+    """The password if it meets the length policy, else VALIDATION_ERROR."""
+    settings = ctx.services.settings
+    if len(password) < settings.password_min_length or not password.strip():
+        message = f"Must be at least {settings.password_min_length} characters."
+        raise ValidationFailed("Password too short.", fields={field: message})
+    if len(password) > settings.password_max_length:
+        message = f"Must be at most {settings.password_max_length} characters."
+        raise ValidationFailed("Password too long.", fields={field: message})
+    return password
+
+
+def check_text(value: str | None, *, field: str, max_length: int) -> str | None:
+    """A trimmed optional free-text field (empty -> None), or VALIDATION_ERROR when too long."""
+    if value is None:
+        return None
+    value = value.strip()
+    if len(value) > max_length:
+        raise ValidationFailed(
+            f"{field} is too long.", fields={field: f"At most {max_length} characters."}
+        )
+    return value or None
+
+
+async def spend(ctx: RequestContext, action: str, subject: str | None) -> None:
+    """Spend one unit of ``action``'s budget for ``subject``; RATE_LIMITED when exhausted."""
+    if subject is None:
+        return
+    retry_after = ctx.services.limiter.hit(action, subject)
+    if retry_after is not None:
+        await emit(ctx, AuthEventType.RATE_LIMITED, success=False, action=action)
+        raise RateLimited(retry_after=retry_after)
+
+
+async def emit(
+    ctx: RequestContext,
+    event_type: AuthEventType,
+    *,
+    user_id: str | None = None,
+    session_id: str | None = None,
+    success: bool = True,
+    **detail: Any,
+) -> None:
+    """Publish an AuthEvent carrying the request's ip and user agent."""
+    await ctx.services.events.publish(
+        AuthEvent(
+            type=event_type,
+            at=ctx.services.clock.now(),
+            user_id=user_id,
+            session_id=session_id,
+            ip_address=ctx.ip_address,
+            user_agent=ctx.user_agent,
+            success=success,
+            detail=detail,
+        )
+    )

@@ -1,0 +1,177 @@
+"""Account flows: register, profile update, admin bootstrap, and reading accounts."""
+
+from __future__ import annotations
+
+import uuid
+
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from authql.context import RequestContext
+from authql.errors import Conflict, ValidationFailed
+from authql.models import User, UserRole
+from authql.resolvers._common import (
+    check_email,
+    check_password,
+    check_phone,
+    check_text,
+    check_username,
+    emit,
+    spend,
+)
+from authql.resolvers.outcomes import AuthOutcome, AuthStatus
+from authql.resolvers.sessions import start_session
+from authql.services.events import AuthEventType
+from authql.services.passwords import PasswordService
+from authql.views import UserView
+
+
+async def register(
+    ctx: RequestContext,
+    *,
+    email: str,
+    password: str | None,
+    username: str | None = None,
+    name: str | None = None,
+    first_name: str | None = None,
+    last_name: str | None = None,
+    phone: str | None = None,
+) -> AuthOutcome:
+    """Create a password account and sign it in.
+
+    Raises VALIDATION_ERROR (all field problems at once), CONFLICT when the email, username
+    or phone is taken, RATE_LIMITED per ip. With email verification required the account is
+    created but the outcome is EMAIL_NOT_VERIFIED and carries no tokens.
+    """
+    await spend(ctx, "register_ip", ctx.ip_address)
+    problems: dict[str, str] = {}
+    values: dict[str, object] = {}
+    for field, check in (
+        ("email", lambda: check_email(email)),
+        ("password", lambda: check_password(ctx, password or "")),
+        ("username", lambda: username is not None and check_username(username)),
+        ("phone", lambda: phone is not None and check_phone(phone)),
+        ("name", lambda: check_text(name, field="name", max_length=200)),
+        ("firstName", lambda: check_text(first_name, field="firstName", max_length=100)),
+        ("lastName", lambda: check_text(last_name, field="lastName", max_length=100)),
+    ):
+        try:
+            values[field] = check()
+        except ValidationFailed as exc:
+            problems.update(exc.fields)
+    if problems:
+        raise ValidationFailed("Invalid registration.", fields=problems)
+    # Hash before looking for conflicts so both answers cost the same argon2 work.
+    password_hash = await ctx.services.passwords.hash(str(values["password"]))
+    username_pair = values["username"] or None
+    user = User(
+        id=uuid.uuid4(),
+        email=values["email"],
+        username=username_pair[0] if username_pair else None,  # type: ignore[index]
+        username_key=username_pair[1] if username_pair else None,  # type: ignore[index]
+        phone=values["phone"] or None,
+        name=values["name"],
+        first_name=values["firstName"],
+        last_name=values["lastName"],
+        password_hash=password_hash,
+    )
+    await _ensure_unique(user)
+    try:
+        await user.save()
+    except IntegrityError:
+        raise Conflict("Email or username already in use.") from None
+    await emit(ctx, AuthEventType.REGISTERED, user_id=str(user.id), method="password")
+    if ctx.services.settings.require_email_verification:
+        return AuthOutcome(status=AuthStatus.EMAIL_NOT_VERIFIED, user=await UserView.load(user))
+    return await start_session(ctx, user, method="password")
+
+
+async def _ensure_unique(user: User, *, exclude: object = None) -> None:
+    """CONFLICT naming the taken fields (email, username, phone)."""
+    taken: dict[str, str] = {}
+    checks = {"email": {"email": user.email}}
+    if user.username_key:
+        checks["username"] = {"username_key": user.username_key}
+    if user.phone:
+        checks["phone"] = {"phone": user.phone}
+    for field, lookup in checks.items():
+        query = User.filter(**lookup)
+        if exclude is not None:
+            query = query.exclude(id=exclude)
+        if await query.exists():
+            taken[field] = "Already in use."
+    if taken:
+        raise Conflict("Already in use.", fields=taken)
+
+
+_UNSET = object()
+
+
+async def update_profile(
+    ctx: RequestContext,
+    *,
+    username: object = _UNSET,
+    name: object = _UNSET,
+    first_name: object = _UNSET,
+    last_name: object = _UNSET,
+    phone: object = _UNSET,
+) -> UserView:
+    """Change the caller's profile fields; only the ones passed are touched.
+
+    A changed phone number is no longer verified. Raises VALIDATION_ERROR and CONFLICT.
+    """
+    principal = ctx.require_principal()
+    user = await User.get(id=principal.user.id)
+    problems: dict[str, str] = {}
+    try:
+        if username is not _UNSET:
+            pair = check_username(str(username)) if username else None
+            user.username, user.username_key = pair if pair else (None, None)
+        if phone is not _UNSET:
+            new_phone = check_phone(str(phone)) if phone else None
+            if new_phone != user.phone:
+                user.phone, user.phone_verified = new_phone, False
+        for attr, value, limit in (
+            ("name", name, 200),
+            ("first_name", first_name, 100),
+            ("last_name", last_name, 100),
+        ):
+            if value is not _UNSET:
+                setattr(user, attr, check_text(value, field=attr, max_length=limit))  # type: ignore[arg-type]
+    except ValidationFailed as exc:
+        problems.update(exc.fields)
+    if problems:
+        raise ValidationFailed("Invalid profile.", fields=problems)
+    await _ensure_unique(user, exclude=user.id)
+    try:
+        await user.save()
+    except IntegrityError:
+        raise Conflict("Already in use.") from None
+    await emit(ctx, AuthEventType.PROFILE_UPDATED, user_id=str(user.id))
+    return await UserView.load(user)
+
+
+async def create_admin(passwords: PasswordService, *, email: str, password: str) -> str:
+    """Create an account with the ``admin`` role, or grant it to an existing one; its id.
+
+    Used by the CLI (no request context). An existing account's password is replaced.
+    """
+    email_value = check_email(email)
+    if len(password) < 8:
+        raise ValidationFailed("Password too short.", fields={"password": "At least 8 characters."})
+    password_hash = await passwords.hash(password)
+    async with in_transaction():
+        user = await User.get_or_none(email=email_value)
+        if user is None:
+            user = await User.create(
+                id=uuid.uuid4(),
+                email=email_value,
+                password_hash=password_hash,
+                email_verified=True,
+            )
+        else:
+            user.password_hash = password_hash
+            user.deleted_at = None
+            await user.save()
+        await UserRole.get_or_create(user_id=user.id, role="admin")
+    return str(user.id)

@@ -1,0 +1,65 @@
+"""Mutation fields: each parses its arguments, calls one resolver, returns its outcome."""
+
+from __future__ import annotations
+
+import strawberry
+
+from authql.resolvers import accounts, passwords, sessions
+from authql.schema.types import AuthPayload, RegisterInput, UpdateProfileInput, User
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Create a password account and sign it in.")
+    async def register(self, info: strawberry.Info, input: RegisterInput) -> AuthPayload:
+        return await accounts.register(  # type: ignore[return-value]
+            info.context,
+            email=input.email,
+            password=input.password,
+            username=input.username,
+            name=input.name,
+            first_name=input.first_name,
+            last_name=input.last_name,
+            phone=input.phone,
+        )
+
+    @strawberry.mutation(description="Sign in with an email or username and a password.")
+    async def login(
+        self, info: strawberry.Info, identifier: str, password: str, remember: bool = False
+    ) -> AuthPayload:
+        return await sessions.login(  # type: ignore[return-value]
+            info.context, identifier=identifier, password=password, remember=remember
+        )
+
+    @strawberry.mutation(description="Rotate a refresh token; the old one stops working.")
+    async def refresh(self, info: strawberry.Info, refresh_token: str) -> AuthPayload:
+        return await sessions.refresh(info.context, refresh_token=refresh_token)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="End the current session.")
+    async def logout(self, info: strawberry.Info) -> bool:
+        return await sessions.logout(info.context)
+
+    @strawberry.mutation(description="End every session of the caller; returns how many.")
+    async def logout_all(self, info: strawberry.Info) -> int:
+        return await sessions.logout_all(info.context)
+
+    @strawberry.mutation(description="End one of the caller's sessions.")
+    async def revoke_session(self, info: strawberry.Info, id: strawberry.ID) -> bool:
+        return await sessions.revoke_session(info.context, session_id=str(id))
+
+    @strawberry.mutation(description="Change profile fields; omitted fields stay as they are.")
+    async def update_profile(self, info: strawberry.Info, input: UpdateProfileInput) -> User:
+        changes = {
+            name: value
+            for name in ("username", "name", "first_name", "last_name", "phone")
+            if (value := getattr(input, name)) is not strawberry.UNSET
+        }
+        return await accounts.update_profile(info.context, **changes)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Change the password; every other session is revoked.")
+    async def change_password(
+        self, info: strawberry.Info, current_password: str, new_password: str
+    ) -> bool:
+        return await passwords.change_password(
+            info.context, current_password=current_password, new_password=new_password
+        )

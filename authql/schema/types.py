@@ -1,0 +1,128 @@
+"""GraphQL output types. Resolvers hand back views (UserView, SessionView, AuthOutcome...);
+these types read their attributes directly, so no copy is made on the hot path."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import strawberry
+from strawberry.scalars import JSON
+
+from authql.errors import ErrorCode as _ErrorCode
+from authql.resolvers.outcomes import AuthStatus as _AuthStatus
+
+ErrorCode = strawberry.enum(_ErrorCode, name="ErrorCode", description="Stable error codes.")
+AuthStatus = strawberry.enum(_AuthStatus, name="AuthStatus")
+
+
+@strawberry.type(description="An account as its owner (or an admin) sees it.")
+class User:
+    id: strawberry.ID
+    email: str
+    email_verified: bool
+    username: str | None
+    name: str | None
+    first_name: str | None
+    last_name: str | None
+    phone: str | None
+    phone_verified: bool
+    roles: list[str]
+    has_password: bool
+    two_factor_enabled: bool
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    last_login_at: dt.datetime | None
+    locked_until: dt.datetime | None
+
+    @strawberry.field(description="Admins only; soft-deleted accounts.")
+    def deleted_at(self, info: strawberry.Info) -> dt.datetime | None:
+        principal = info.context.principal
+        if principal is None or not principal.is_admin:
+            return None
+        return self.deleted_at  # type: ignore[attr-defined, no-any-return]
+
+
+@strawberry.type(description="One signed-in session.")
+class Session:
+    id: strawberry.ID
+    current: bool
+    method: str
+    ip_address: str | None
+    user_agent: str | None
+    created_at: dt.datetime
+    last_seen_at: dt.datetime
+    expires_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+
+@strawberry.type(description="The result of any sign-in flow.")
+class AuthPayload:
+    status: AuthStatus  # type: ignore[valid-type]
+    user: User | None
+    session: Session | None
+    access_token: str | None
+    refresh_token: str | None
+    token_type: str | None
+    expires_in: int | None
+    challenge_token: str | None
+
+
+@strawberry.type
+class AuthProvider:
+    id: str
+    kind: str
+    name: str
+    authorize_url: str | None
+
+
+@strawberry.type
+class SessionStatus:
+    status: str
+    claims: JSON | None  # type: ignore[valid-type]
+
+
+@strawberry.type
+class Health:
+    status: str
+    version: str
+    database: bool
+    providers: list[str]
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type
+class UserEdge:
+    cursor: str
+    node: User
+
+
+@strawberry.type
+class UserConnection:
+    edges: list[UserEdge]
+    page_info: PageInfo
+    total_count: int
+
+
+@strawberry.input
+class RegisterInput:
+    email: str
+    password: str | None = None
+    username: str | None = None
+    name: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    phone: str | None = None
+
+
+@strawberry.input
+class UpdateProfileInput:
+    username: str | None = strawberry.UNSET
+    name: str | None = strawberry.UNSET
+    first_name: str | None = strawberry.UNSET
+    last_name: str | None = strawberry.UNSET
+    phone: str | None = strawberry.UNSET

@@ -1,0 +1,75 @@
+"""One rate limiter for every surface (GraphQL fields, REST routes, websockets).
+
+Counters are keyed by action + subject (client ip or account identifier), so an aliased or
+batched GraphQL document and a REST call spend the same budget. The in-memory limiter uses a
+sliding-window counter (current window plus the weighted remainder of the previous one): O(1)
+memory per key and no burst of 2x at window edges.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+
+class RateLimiter(Protocol):
+    """Spends one unit of ``action``'s budget for ``subject``."""
+
+    def hit(self, action: str, subject: str) -> float | None:
+        """None when allowed; otherwise the seconds until a retry may succeed."""
+        ...
+
+    def reset(self, action: str, subject: str) -> None:
+        """Forget ``subject``'s usage of ``action`` (after a successful sign-in, say)."""
+        ...
+
+
+class MemoryRateLimiter:
+    """Sliding-window counters in this process's memory (one instance deployments)."""
+
+    def __init__(
+        self, limits: Mapping[str, tuple[int, int]] | None, clock: Callable[[], float]
+    ) -> None:
+        self._limits = limits
+        self._clock = clock
+        self._windows: dict[tuple[str, str], tuple[int, int, int]] = {}
+
+    def hit(self, action: str, subject: str) -> float | None:
+        if self._limits is None or action not in self._limits:
+            return None
+        limit, period = self._limits[action]
+        now = self._clock()
+        window = int(now // period)
+        key = (action, subject)
+        start, current, previous = self._windows.get(key, (window, 0, 0))
+        if window != start:
+            previous = current if window == start + 1 else 0
+            current = 0
+            start = window
+        elapsed_fraction = (now - window * period) / period
+        estimated = previous * (1 - elapsed_fraction) + current
+        if estimated + 1 > limit:
+            self._windows[key] = (start, current, previous)
+            if previous == 0:
+                return max(1.0, (window + 1) * period - now)
+            # Time until the previous window's weight has decayed enough for one more request.
+            needed = (estimated + 1 - limit) / previous * period
+            return max(1.0, math.ceil(needed))
+        self._windows[key] = (start, current + 1, previous)
+        if len(self._windows) > 100_000:
+            self._prune(now)
+        return None
+
+    def reset(self, action: str, subject: str) -> None:
+        self._windows.pop((action, subject), None)
+
+    def _prune(self, now: float) -> None:
+        assert self._limits is not None
+        stale = [
+            key
+            for key, (start, _, _) in self._windows.items()
+            if (start + 2) * self._limits.get(key[0], (0, 1))[1] < now
+        ]
+        for key in stale:
+            del self._windows[key]
