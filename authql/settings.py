@@ -146,7 +146,7 @@ def _persisted(path: Path, make: object) -> str:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(value)
-    return str(value)
+    return str(value).strip()
 
 
 # --- parsing -------------------------------------------------------------------------------

@@ -22,8 +22,9 @@ async def change_password(ctx: RequestContext, *, current_password: str, new_pas
     await spend(ctx, "change_password", principal.user.id)
     check_password(ctx, new_password, field="newPassword")
     user = await User.get(id=principal.user.id)
+    acceptable = len(current_password) <= services.settings.password_max_length
     verification = await services.passwords.verify(
-        user.password_hash, current_password[: services.settings.password_max_length]
+        user.password_hash if acceptable else None, current_password if acceptable else ""
     )
     if not verification.ok:
         await emit(

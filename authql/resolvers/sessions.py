@@ -109,8 +109,12 @@ async def login(
     await spend(ctx, "login_ip", ctx.ip_address)
     await spend(ctx, "login", key)
     user = await find_account(key)
+    # An over-long password can never match (registration refuses them); it still pays one
+    # dummy verify so the answer takes the same time.
+    acceptable = len(password) <= services.settings.password_max_length
     verification = await services.passwords.verify(
-        user.password_hash if user else None, password[: services.settings.password_max_length]
+        user.password_hash if user and acceptable else None,
+        password if acceptable else "",
     )
     now = services.clock.now()
     if user is not None and user.locked_until is not None and user.locked_until > now:

@@ -11,19 +11,12 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import (
-    DisableIntrospection,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    ValidationCache,
-)
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from authql.schema.errors import render_errors
 from authql.schema.mutation import Mutation
+from authql.schema.protection import prepared_documents
 from authql.schema.query import Query
 from authql.schema.subscription import Subscription
 from authql.schema.types import ErrorCode
@@ -45,14 +38,13 @@ class AuthqlSchema(strawberry.Schema):
 @functools.cache
 def _build(max_depth: int, max_aliases: int, max_tokens: int, introspection: bool) -> AuthqlSchema:
     extensions: list[Any] = [
-        lambda: MaxTokensLimiter(max_token_count=max_tokens),
-        lambda: QueryDepthLimiter(max_depth=max_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
-        lambda: ParserCache(maxsize=512),
-        lambda: ValidationCache(maxsize=512),
+        prepared_documents(
+            max_depth=max_depth,
+            max_aliases=max_aliases,
+            max_tokens=max_tokens,
+            introspection=introspection,
+        )
     ]
-    if not introspection:
-        extensions.append(DisableIntrospection)
     return AuthqlSchema(
         query=Query,
         mutation=Mutation,
