@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
@@ -123,30 +124,54 @@ async def update_profile(
     principal = ctx.require_principal()
     user = await User.get(id=principal.user.id)
     problems: dict[str, str] = {}
-    try:
-        if username is not _UNSET:
-            pair = check_username(str(username)) if username else None
-            user.username, user.username_key = pair if pair else (None, None)
-        if phone is not _UNSET:
-            new_phone = check_phone(str(phone)) if phone else None
-            if new_phone != user.phone:
-                user.phone, user.phone_verified = new_phone, False
-        for attr, value, limit in (
-            ("name", name, 200),
-            ("first_name", first_name, 100),
-            ("last_name", last_name, 100),
-        ):
-            if value is not _UNSET:
-                setattr(user, attr, check_text(value, field=attr, max_length=limit))  # type: ignore[arg-type]
-    except ValidationFailed as exc:
-        problems.update(exc.fields)
+    changed: set[str] = set()
+
+    def apply(field: str, change: object) -> None:
+        try:
+            changed.update(change())  # type: ignore[operator]
+        except ValidationFailed as exc:
+            problems.update(exc.fields or {field: exc.message})
+
+    def set_username() -> list[str]:
+        pair = check_username(str(username)) if username else None
+        user.username, user.username_key = pair if pair else (None, None)
+        return ["username", "username_key"]
+
+    def set_phone() -> list[str]:
+        new_phone = check_phone(str(phone)) if phone else None
+        if new_phone == user.phone:
+            return []
+        user.phone, user.phone_verified = new_phone, False
+        return ["phone", "phone_verified"]
+
+    def set_text(attr: str, wire: str, value: object, limit: int) -> Callable[[], list[str]]:
+        def change() -> list[str]:
+            text = check_text(value, field=wire, max_length=limit)  # type: ignore[arg-type]
+            setattr(user, attr, text)
+            return [attr]
+
+        return change
+
+    if username is not _UNSET:
+        apply("username", set_username)
+    if phone is not _UNSET:
+        apply("phone", set_phone)
+    for attr, wire, value, limit in (
+        ("name", "name", name, 200),
+        ("first_name", "firstName", first_name, 100),
+        ("last_name", "lastName", last_name, 100),
+    ):
+        if value is not _UNSET:
+            apply(wire, set_text(attr, wire, value, limit))
     if problems:
         raise ValidationFailed("Invalid profile.", fields=problems)
     await _ensure_unique(user, exclude=user.id)
-    try:
-        await user.save()
-    except IntegrityError:
-        raise Conflict("Already in use.") from None
+    if changed:
+        try:
+            # Only the changed columns: a concurrent password change or lock must survive.
+            await user.save(update_fields=[*sorted(changed), "updated_at"])
+        except IntegrityError:
+            raise Conflict("Already in use.") from None
     await emit(ctx, AuthEventType.PROFILE_UPDATED, user_id=str(user.id))
     return await UserView.load(user)
 

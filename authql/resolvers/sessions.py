@@ -117,14 +117,26 @@ async def login(
         password if acceptable else "",
     )
     now = services.clock.now()
-    if user is not None and user.locked_until is not None and user.locked_until > now:
+    settings = services.settings
+    locked_until = (
+        user.locked_until if user is not None else services.phantom_lockouts.locked_until(key, now)
+    )
+    if locked_until is not None and locked_until > now:
         await emit(
-            ctx, AuthEventType.LOGIN_FAILED, user_id=str(user.id), success=False, reason="locked"
+            ctx,
+            AuthEventType.LOGIN_FAILED,
+            user_id=str(user.id) if user else None,
+            success=False,
+            reason="locked",
         )
-        raise AccountLocked(retry_after=(user.locked_until - now).total_seconds())
+        raise AccountLocked(retry_after=(locked_until - now).total_seconds())
     if user is None or not verification.ok:
         if user is not None:
             await _record_failure(ctx, user, now)
+        else:
+            services.phantom_lockouts.record_failure(
+                key, now, threshold=settings.lockout_threshold, minutes=settings.lockout_minutes
+            )
         await emit(
             ctx,
             AuthEventType.LOGIN_FAILED,
@@ -231,12 +243,13 @@ async def revoke_sessions(
 
     Emits no event; callers emit the one that names why.
     """
-    query = Session.filter(user_id=user_id, revoked_at=None)
+    now = ctx.services.clock.now()
+    query = Session.filter(user_id=user_id, revoked_at=None, expires_at__gt=now)
     if only is not None:
         query = query.filter(id=only)
     if keep is not None:
         query = query.exclude(id=keep)
-    count = await query.update(revoked_at=ctx.services.clock.now())
+    count = await query.update(revoked_at=now)
     ctx.services.principals.invalidate_user(user_id)
     return count
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from authql.services.clock import Clock, SystemClock
 from authql.services.events import EventBus
+from authql.services.lockout import PhantomLockouts
 from authql.services.passwords import PasswordService
 from authql.services.principals import PrincipalCache
 from authql.services.ratelimit import MemoryRateLimiter, RateLimiter
@@ -27,6 +28,7 @@ class Services:
     limiter: RateLimiter
     events: EventBus
     principals: PrincipalCache
+    phantom_lockouts: PhantomLockouts
 
     def close(self) -> None:
         self.passwords.close()
@@ -61,6 +63,7 @@ def build_services(
         limiter=MemoryRateLimiter(settings.rate_limits, clock=lambda: clock.now().timestamp()),
         events=events,
         principals=principals,
+        phantom_lockouts=PhantomLockouts(),
     )
 
 

@@ -51,11 +51,7 @@ class MemoryRateLimiter:
         estimated = previous * (1 - elapsed_fraction) + current
         if estimated + 1 > limit:
             self._windows[key] = (start, current, previous)
-            if previous == 0:
-                return max(1.0, (window + 1) * period - now)
-            # Time until the previous window's weight has decayed enough for one more request.
-            needed = (estimated + 1 - limit) / previous * period
-            return max(1.0, math.ceil(needed))
+            return _retry_after(now, window, period, limit, previous, current)
         self._windows[key] = (start, current + 1, previous)
         if len(self._windows) > 100_000:
             self._prune(now)
@@ -73,3 +69,22 @@ class MemoryRateLimiter:
         ]
         for key in stale:
             del self._windows[key]
+
+
+def _retry_after(
+    now: float, window: int, period: int, limit: int, previous: int, current: int
+) -> float:
+    """Seconds until the sliding estimate first leaves room for one more request.
+
+    The estimate at fraction ``f`` of a window is ``previous * (1 - f) + current``; it is
+    solved for this window, then the next (where today's count becomes "previous"), and
+    failing both the window after, which starts empty.
+    """
+    room = limit - 1 - current
+    if previous > 0 and room >= 0:
+        fraction = 1 - room / previous
+        return max(1.0, math.ceil(window * period + fraction * period - now))
+    if current > 0 and limit >= 1:
+        fraction = max(0.0, 1 - (limit - 1) / current)
+        return max(1.0, math.ceil((window + 1) * period + fraction * period - now))
+    return max(1.0, math.ceil((window + 2) * period - now))
