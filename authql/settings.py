@@ -18,9 +18,10 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -139,14 +140,27 @@ def _new_private_key_pem() -> str:
     ).decode()
 
 
-def _persisted(path: Path, make: object) -> str:
-    if path.exists():
-        return path.read_text().strip()
-    value = make()  # type: ignore[operator]
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(value)
-    return str(value).strip()
+def _persisted(path: Path, make: Callable[[], str]) -> str:
+    """The secret stored at ``path``, generating it first if there is none.
+
+    Written to a temporary file and linked into place, so a crash never leaves a partial
+    secret and two processes starting at once agree on one value.
+    """
+    if not path.exists():
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(make())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        finally:
+            temporary.unlink()
+    value = path.read_text().strip()
+    if not value:
+        raise ConfigError(f"{path} is empty; delete it to generate a new secret")
+    return value
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -166,6 +180,9 @@ def parse_rate_limits(raw: str) -> dict[str, tuple[int, int]] | None:
         if not match:
             raise ConfigError(f"AUTHQL_RATE_LIMITS: cannot parse {item!r} (want action=N/15m)")
         action, count, amount, unit = match.groups()
+        if action not in DEFAULT_RATE_LIMITS:
+            known = ", ".join(sorted(DEFAULT_RATE_LIMITS))
+            raise ConfigError(f"AUTHQL_RATE_LIMITS: unknown action {action!r} (known: {known})")
         limits[action] = (int(count), int(amount or 1) * _PERIOD_UNITS[unit])
     return limits
 
@@ -177,7 +194,7 @@ def parse_dialects(raw: str) -> tuple[tuple[str, str], ...]:
         return ()
     pairs = []
     for item in filter(None, (part.strip() for part in raw.split(","))):
-        name, sep, prefix = item.partition("=")
+        name, sep, prefix = (part.strip() for part in item.partition("="))
         if not sep or not prefix.startswith("/"):
             raise ConfigError(f"AUTHQL_REST_DIALECTS: want name=/prefix, got {item!r}")
         pairs.append((name.strip(), "/" + prefix.strip().strip("/")))
@@ -275,11 +292,18 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
         sqlite_dir = _sqlite_data_dir(settings.database_url)
         if sqlite_dir is not None:
             settings = replace(settings, data_dir=sqlite_dir)
+    if "AUTHQL_ALLOWED_REDIRECTS" not in environ:
+        settings = replace(settings, allowed_redirects=(_origin(settings.public_url),))
     if "AUTHQL_INTROSPECTION" not in environ and settings.production:
         settings = replace(settings, introspection=False)
     if settings.password_min_length > settings.password_max_length:
         raise ConfigError("AUTHQL_PASSWORD_MIN_LENGTH exceeds AUTHQL_PASSWORD_MAX_LENGTH")
     return settings
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _call(parse: object, raw: str, name: str) -> object:

@@ -25,10 +25,10 @@ class Mutation:
 
     @strawberry.mutation(description="Sign in with an email or username and a password.")
     async def login(
-        self, info: strawberry.Info, identifier: str, password: str, remember: bool = False
+        self, info: strawberry.Info, identifier: str, password: str, remember: bool | None = False
     ) -> AuthPayload:
         return await sessions.login(  # type: ignore[return-value]
-            info.context, identifier=identifier, password=password, remember=remember
+            info.context, identifier=identifier, password=password, remember=bool(remember)
         )
 
     @strawberry.mutation(description="Rotate a refresh token; the old one stops working.")

@@ -46,11 +46,15 @@ class Query:
         info: strawberry.Info,
         search: str | None = None,
         role: str | None = None,
-        first: int = 20,
+        first: int | None = 20,
         after: str | None = None,
     ) -> UserConnection:
         page = await admin.list_users(
-            info.context, search=search, role=role, first=first, after=after
+            info.context,
+            search=search,
+            role=role,
+            first=20 if first is None else first,
+            after=after,
         )
         return UserConnection(
             edges=[UserEdge(cursor=cursor, node=user) for cursor, user in page.items],  # type: ignore[arg-type]

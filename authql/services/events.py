@@ -105,6 +105,18 @@ class AuthEvent:
 Listener = Callable[[AuthEvent], None]
 
 
+def _refuse_secrets(detail: object) -> None:
+    """Refuse detail keys (at any depth) that name a secret: events are stored and shown."""
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            if any(word in str(key).lower() for word in _SECRET_KEYS):
+                raise ValueError(f"event detail key {key!r} looks like a secret")
+            _refuse_secrets(value)
+    elif isinstance(detail, list | tuple):
+        for item in detail:
+            _refuse_secrets(item)
+
+
 class _Subscriber:
     def __init__(self, maxsize: int) -> None:
         self.queue: asyncio.Queue[AuthEvent] = asyncio.Queue(maxsize=maxsize)
@@ -132,9 +144,7 @@ class EventBus:
 
     async def publish(self, event: AuthEvent) -> None:
         """Persist ``event`` in the audit log, then deliver it everywhere."""
-        for key in event.detail:
-            if any(word in key.lower() for word in _SECRET_KEYS):
-                raise ValueError(f"event detail key {key!r} looks like a secret")
+        _refuse_secrets(event.detail)
         await AuthEventRecord.create(
             id=event.id,
             type=event.type.value,

@@ -28,12 +28,16 @@ class PrincipalCache:
         self._users: dict[str, tuple[float, UserView]] = {}
         self._sessions: dict[str, tuple[float, SessionView]] = {}
         self._sessions_by_user: dict[str, set[str]] = {}
+        # Bumped on every invalidation: a read that started before one must not be cached,
+        # or a logout racing that read would be forgotten until the entry expired.
+        self._generation = 0
 
     async def session(self, session_id: str) -> SessionView | None:
         """The session ``session_id`` (revoked or not), or None if it does not exist."""
         hit = self._sessions.get(session_id)
         if hit is not None and hit[0] > self._monotonic():
             return hit[1]
+        generation = self._generation
         try:
             row = await Session.get_or_none(id=uuid.UUID(session_id))
         except ValueError:
@@ -41,8 +45,10 @@ class PrincipalCache:
         if row is None:
             return None
         view = SessionView.of(row)
-        self._sessions[session_id] = (self._monotonic() + self._ttl, view)
-        self._sessions_by_user.setdefault(view.user_id, set()).add(session_id)
+        if generation == self._generation:
+            self._bound()
+            self._sessions[session_id] = (self._monotonic() + self._ttl, view)
+            self._sessions_by_user.setdefault(view.user_id, set()).add(session_id)
         return view
 
     async def user(self, user_id: str) -> UserView | None:
@@ -50,6 +56,7 @@ class PrincipalCache:
         hit = self._users.get(user_id)
         if hit is not None and hit[0] > self._monotonic():
             return hit[1]
+        generation = self._generation
         try:
             row = await User.get_or_none(id=uuid.UUID(user_id))
         except ValueError:
@@ -57,11 +64,21 @@ class PrincipalCache:
         if row is None:
             return None
         view = await UserView.load(row)
-        self._users[user_id] = (self._monotonic() + self._ttl, view)
+        if generation == self._generation:
+            self._bound()
+            self._users[user_id] = (self._monotonic() + self._ttl, view)
         return view
+
+    def _bound(self, limit: int = 100_000) -> None:
+        """Keep memory bounded: past ``limit`` entries, start over (entries are re-read)."""
+        if len(self._sessions) > limit or len(self._users) > limit:
+            self._sessions.clear()
+            self._users.clear()
+            self._sessions_by_user.clear()
 
     def invalidate_user(self, user_id: str) -> None:
         """Forget the user and every cached session of theirs."""
+        self._generation += 1
         self._users.pop(user_id, None)
         for session_id in self._sessions_by_user.pop(user_id, set()):
             self._sessions.pop(session_id, None)
@@ -71,4 +88,5 @@ class PrincipalCache:
         if event.type in STATE_CHANGING and event.user_id:
             self.invalidate_user(event.user_id)
         if event.session_id and event.type in STATE_CHANGING:
+            self._generation += 1
             self._sessions.pop(event.session_id, None)

@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 ACCESS_TOKEN_TYPE = "at+jwt"
+#: Seconds a token's iat/nbf may lie ahead of our clock (other issuers' clocks drift).
+CLOCK_SKEW = 60
 
 
 class TokenInvalid(Exception):
@@ -160,4 +162,10 @@ class AccessTokenService:
             raise TokenInvalid(type(exc).__name__) from None
         if not isinstance(claims.get("exp"), int) or claims["exp"] <= now:
             raise TokenInvalid("expired")
+        if not isinstance(claims.get("iat"), int) or claims["iat"] > now + CLOCK_SKEW:
+            raise TokenInvalid("issued in the future")
+        if "nbf" in claims and (
+            not isinstance(claims["nbf"], int) or claims["nbf"] > now + CLOCK_SKEW
+        ):
+            raise TokenInvalid("not yet valid")
         return claims
