@@ -12,7 +12,7 @@ from tortoise.expressions import Q
 
 from authql.context import RequestContext
 from authql.errors import ValidationFailed
-from authql.models import User, UserRole
+from authql.models import User
 from authql.views import UserView
 
 MAX_PAGE = 100
@@ -36,7 +36,10 @@ def _cursor(user: User) -> str:
 def _decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
     try:
         created, _, ident = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return dt.datetime.fromisoformat(created), uuid.UUID(ident)
+        moment = dt.datetime.fromisoformat(created)
+        if moment.tzinfo is None:
+            raise ValueError("naive cursor")
+        return moment, uuid.UUID(ident)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ValidationFailed("Invalid cursor.", fields={"after": "Invalid cursor."}) from None
 
@@ -60,7 +63,7 @@ async def list_users(
             Q(email__icontains=term) | Q(username__icontains=term) | Q(name__icontains=term)
         )
     if role:
-        query = query.filter(id__in=UserRole.filter(role=role).values("user_id"))
+        query = query.filter(role_grants__role=role)
     total = await query.count()
     if after:
         created, ident = _decode_cursor(after)

@@ -20,6 +20,7 @@ from authql.schema.protection import prepared_documents
 from authql.schema.query import Query
 from authql.schema.subscription import Subscription
 from authql.schema.types import ErrorCode
+from authql.schema.view import RecheckSocketPrincipal
 from authql.settings import Settings
 
 
@@ -43,7 +44,8 @@ def _build(max_depth: int, max_aliases: int, max_tokens: int, introspection: boo
             max_aliases=max_aliases,
             max_tokens=max_tokens,
             introspection=introspection,
-        )
+        ),
+        RecheckSocketPrincipal,
     ]
     return AuthqlSchema(
         query=Query,

@@ -8,6 +8,7 @@ when a credential is present but not valid.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.extensions import SchemaExtension
 
 from authql.context import RequestContext, authenticate, bearer_token, build_context
 from authql.services import Services
@@ -28,6 +30,9 @@ class GraphQLContext(RequestContext):
     request: Request | WebSocket | None = None
     response: Response | WebSocket | None = None
     connection_params: dict[str, Any] | None = None
+    #: The access token a websocket authenticated with; re-checked before each operation so
+    #: a long-lived socket never outlives its session.
+    socket_token: str | None = None
 
 
 class AuthqlGraphQL(GraphQL):  # type: ignore[type-arg]
@@ -41,16 +46,20 @@ class AuthqlGraphQL(GraphQL):  # type: ignore[type-arg]
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> GraphQLContext:
         headers = request.headers
-        return await build_context(
+        token = bearer_token(headers.get("authorization"))
+        context = await build_context(
             self.services,
             peer=request.client.host if request.client else None,
             forwarded_for=headers.get("x-forwarded-for"),
             user_agent=headers.get("user-agent"),
-            access_token=bearer_token(headers.get("authorization")),
+            access_token=token,
             context_class=GraphQLContext,
             request=request,
             response=response,
         )
+        if isinstance(request, WebSocket):
+            context.socket_token = token
+        return context
 
     async def on_ws_connect(self, context: GraphQLContext) -> dict[str, object] | None:  # type: ignore[override]
         params = context.connection_params or {}
@@ -64,4 +73,17 @@ class AuthqlGraphQL(GraphQL):  # type: ignore[type-arg]
         token = bearer_token(str(raw))
         if token is None or not await authenticate(context, token):
             raise ConnectionRejectionError({"code": "UNAUTHORIZED"})
+        context.socket_token = token
         return None
+
+
+class RecheckSocketPrincipal(SchemaExtension):
+    """Before each operation on a websocket, re-authenticate its token: a logout elsewhere
+    turns the socket anonymous for every later query, as it would over HTTP."""
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        context = self.execution_context.context
+        token = getattr(context, "socket_token", None)
+        if token is not None:
+            await authenticate(context, token)
+        yield
