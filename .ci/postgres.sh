@@ -2,7 +2,7 @@
 # Start a throwaway PostgreSQL cluster on 127.0.0.1 (installing Debian's package if needed).
 # Usage: source .ci/postgres.sh  -> exports AUTHQL_TEST_DATABASE_URL; call pg_stop when done.
 set -euo pipefail
-PG_PORT=${PG_PORT:-55432}
+PG_PORT=${PG_PORT:-$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")}
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
