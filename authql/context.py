@@ -40,6 +40,9 @@ class RequestContext:
     user_agent: str | None = None
     principal: Principal | None = None
     credential_rejected: bool = False
+    #: True on surfaces that carry an opaque session token in a cookie (sign-ins then
+    #: issue one).
+    session_transport: bool = False
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def require_principal(self) -> Principal:
@@ -106,6 +109,35 @@ async def principal_from_access_token(services: Services, token: str) -> Princip
     if user is None or user.deleted_at is not None:
         return None
     return Principal(user=user, session=session, claims=claims)
+
+
+async def principal_from_session_token(services: Services, token: str) -> Principal | None:
+    """The principal behind an opaque session-cookie token, if its session is live."""
+    from authql.models import Session
+    from authql.services.tokens import digest
+
+    if not token or len(token) > 256:
+        return None
+    row = await Session.get_or_none(token_digest=digest(token)).only("id")
+    if row is None:
+        return None
+    now = services.clock.now()
+    session = await services.principals.session(str(row.id))
+    if session is None or not session.active_at(now):
+        return None
+    user = await services.principals.user(session.user_id)
+    if user is None or user.deleted_at is not None:
+        return None
+    claims: dict[str, object] = {"sub": user.id, "sid": session.id, "roles": list(user.roles)}
+    return Principal(user=user, session=session, claims=claims)
+
+
+async def authenticate_session_token(context: RequestContext, token: str) -> bool:
+    """Attach the principal for an opaque session token; False when it is refused."""
+    principal = await principal_from_session_token(context.services, token)
+    context.principal = principal
+    context.credential_rejected = principal is None
+    return principal is not None
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -248,3 +248,40 @@ async def test_revoked_admin_token_loses_admin_access(client: GraphQLClient) -> 
     assert (await client.gql(USERS, {}, token=token)).data["users"]["totalCount"] == 1
     await client.gql("mutation { logout }", token=token)
     assert (await client.gql(USERS, {}, token=token)).error_code == "UNAUTHORIZED"
+
+
+async def test_cleanup_sessions_deletes_only_dead_sessions(client: GraphQLClient, clock) -> None:  # type: ignore[no-untyped-def]
+    """cleanupSessions removes expired and revoked sessions and keeps live ones working."""
+    from authql.models import Session
+
+    token = await _admin_token(client)
+    await client.register("ada@example.com")
+    revoked = (await client.login()).data["login"]["accessToken"]
+    await client.gql("mutation { logout }", token=revoked)
+    live = (await client.login()).data["login"]["accessToken"]
+    before = await Session.all().count()
+    result = await client.gql("mutation { cleanupSessions }", token=token)
+    assert result.data["cleanupSessions"] == 1
+    assert await Session.all().count() == before - 1
+    assert (await client.me(live)) is not None
+    clock.advance(1_209_600 + 1)
+    assert await Session.filter(expires_at__gt=clock.now()).count() == 0
+
+
+async def test_cleanup_sessions_is_for_admins_only(client: GraphQLClient) -> None:
+    """A regular user may not delete sessions; anonymous callers are unauthorized."""
+    payload = await client.register("ada@example.com")
+    forbidden = await client.gql("mutation { cleanupSessions }", token=payload["accessToken"])
+    anonymous = await client.gql("mutation { cleanupSessions }")
+    assert forbidden.error_code == "FORBIDDEN"
+    assert anonymous.error_code == "UNAUTHORIZED"
+
+
+async def test_two_factor_preflight_reveals_no_account(client: GraphQLClient) -> None:
+    """checkTwoFactor answers the same for an account without a factor and for nobody."""
+    await client.register("ada@example.com")
+    query = "mutation($i: String!) { checkTwoFactor(identifier: $i) { requiresTwoFactor methods } }"
+    known = await client.gql(query, {"i": "ada@example.com"})
+    unknown = await client.gql(query, {"i": "nobody@example.com"})
+    assert known.data == unknown.data
+    assert known.data["checkTwoFactor"] == {"requiresTwoFactor": False, "methods": []}

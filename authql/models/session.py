@@ -25,6 +25,8 @@ class Session(Model):
     last_seen_at = fields.DatetimeField()
     expires_at = fields.DatetimeField(db_index=True)
     revoked_at = fields.DatetimeField(null=True)
+    #: Digest of the opaque session token that cookie-session dialects carry (else null).
+    token_digest = fields.CharField(max_length=64, null=True, unique=True)
 
     user_id: uuid.UUID
 

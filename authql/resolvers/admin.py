@@ -9,10 +9,11 @@ import uuid
 from dataclasses import dataclass
 
 from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
 
 from authql.context import RequestContext
 from authql.errors import ValidationFailed
-from authql.models import User
+from authql.models import Session, User
 from authql.views import UserView
 
 MAX_PAGE = 100
@@ -87,3 +88,16 @@ async def get_user(ctx: RequestContext, *, user_id: str) -> UserView | None:
     except ValueError:
         return None
     return await UserView.load(row) if row else None
+
+
+async def cleanup_sessions(ctx: RequestContext) -> int:
+    """Delete sessions that have expired or were revoked (their refresh tokens go with
+    them); returns how many. Admins only: deletion is irreversible."""
+    ctx.require_admin()
+    now = ctx.services.clock.now()
+    dead = Q(expires_at__lte=now) | Q(revoked_at__isnull=False)
+    # Counted first: sqlite's delete count includes the refresh tokens that cascade.
+    async with in_transaction():
+        count = await Session.filter(dead).count()
+        await Session.filter(dead).delete()
+    return count

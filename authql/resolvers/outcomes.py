@@ -28,6 +28,8 @@ class AuthOutcome:
     expires_in: int | None = None
     challenge_token: str | None = None
     two_factor_methods: tuple[str, ...] | None = None
+    #: Opaque session token for cookie-session transports (only when asked for).
+    session_token: str | None = None
 
     @property
     def token_type(self) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tortoise.expressions import F
@@ -38,10 +38,15 @@ async def find_account(identifier: str) -> User | None:
 async def start_session(
     ctx: RequestContext, user: User, *, method: str, remember: bool = False
 ) -> AuthOutcome:
-    """Create a session for ``user`` and issue its first access and refresh tokens."""
+    """Create a session for ``user`` and issue its first access and refresh tokens.
+
+    When the surface carries sessions in a cookie (``ctx.session_transport``), an opaque
+    session token is issued too; only its digest is stored.
+    """
     services = ctx.services
     now = services.clock.now()
     refresh_token = new_opaque_token()
+    session_token = new_opaque_token() if ctx.session_transport else None
     async with in_transaction():
         session = await Session.create(
             id=uuid.uuid4(),
@@ -53,6 +58,7 @@ async def start_session(
             created_at=now,
             last_seen_at=now,
             expires_at=now + dt.timedelta(seconds=services.settings.refresh_token_ttl),
+            token_digest=digest(session_token) if session_token else None,
         )
         await RefreshToken.create(
             session_id=session.id,
@@ -71,7 +77,8 @@ async def start_session(
         session_id=session_view.id,
         method=method,
     )
-    return _issued(ctx, view, session_view, refresh_token, now)
+    outcome = _issued(ctx, view, session_view, refresh_token, now)
+    return replace(outcome, session_token=session_token) if session_token else outcome
 
 
 def _issued(

@@ -6,7 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from authql.context import Principal, RequestContext
-from authql.errors import Forbidden
+from authql.errors import Forbidden, ValidationFailed
+from authql.models import AuthEventRecord
 from authql.services.events import AuthEvent, AuthEventType
 
 #: How often an idle stream re-checks that its caller may still listen.
@@ -59,3 +60,21 @@ async def auth_events(
             if user_id is not None and event.user_id != user_id:
                 continue
             yield event
+
+
+async def my_events(
+    ctx: RequestContext,
+    *,
+    types: list[AuthEventType] | None = None,
+    offset: int = 0,
+    limit: int = 20,
+) -> list[AuthEvent]:
+    """The caller's own audit events, newest first (login history)."""
+    principal = ctx.require_principal()
+    if not 1 <= limit <= 100 or offset < 0:
+        raise ValidationFailed("Invalid page.", fields={"limit": "Between 1 and 100."})
+    query = AuthEventRecord.filter(user_id=principal.user.id)
+    if types:
+        query = query.filter(type__in=[t.value for t in types])
+    rows = await query.order_by("-at").offset(offset).limit(limit)
+    return [AuthEvent.from_record(row) for row in rows]

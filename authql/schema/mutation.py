@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import strawberry
 
-from authql.resolvers import accounts, passwords, sessions
-from authql.schema.types import AuthPayload, RegisterInput, UpdateProfileInput, User
+from authql.resolvers import accounts, admin, mfa, passwords, sessions
+from authql.schema.types import (
+    AuthPayload,
+    RegisterInput,
+    TwoFactorMethod,
+    TwoFactorPreflight,
+    UpdateProfileInput,
+    User,
+)
 
 
 @strawberry.type
@@ -63,3 +70,15 @@ class Mutation:
         return await passwords.change_password(
             info.context, current_password=current_password, new_password=new_password
         )
+
+    @strawberry.mutation(description="Whether signing in as this identifier needs a 2nd factor.")
+    async def check_two_factor(self, info: strawberry.Info, identifier: str) -> TwoFactorPreflight:
+        view = await mfa.check_two_factor(info.context, identifier=identifier)
+        return TwoFactorPreflight(
+            requires_two_factor=view.requires_two_factor,
+            methods=[TwoFactorMethod(method) for method in view.methods],
+        )
+
+    @strawberry.mutation(description="Admins: delete expired and revoked sessions.")
+    async def cleanup_sessions(self, info: strawberry.Info) -> int:
+        return await admin.cleanup_sessions(info.context)

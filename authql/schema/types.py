@@ -4,6 +4,7 @@ these types read their attributes directly, so no copy is made on the hot path."
 from __future__ import annotations
 
 import datetime as dt
+import enum
 
 import strawberry
 from strawberry.scalars import JSON
@@ -13,6 +14,20 @@ from authql.resolvers.outcomes import AuthStatus as _AuthStatus
 
 ErrorCode = strawberry.enum(_ErrorCode, name="ErrorCode", description="Stable error codes.")
 AuthStatus = strawberry.enum(_AuthStatus, name="AuthStatus")
+
+
+@strawberry.enum
+class TwoFactorMethod(enum.Enum):
+    TOTP = "TOTP"
+    BACKUP_CODE = "BACKUP_CODE"
+    SMS = "SMS"
+    EMAIL = "EMAIL"
+
+
+@strawberry.type(description="What a sign-in form must ask for.")
+class TwoFactorPreflight:
+    requires_two_factor: bool
+    methods: list[TwoFactorMethod]
 
 
 @strawberry.type(description="An account as its owner (or an admin) sees it.")

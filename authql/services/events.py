@@ -101,6 +101,21 @@ class AuthEvent:
     detail: dict[str, Any] = field(default_factory=dict)
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
+    @classmethod
+    def from_record(cls, record: AuthEventRecord) -> AuthEvent:
+        """The event as it was published, read back from the audit log."""
+        return cls(
+            id=str(record.id),
+            type=AuthEventType(record.type),
+            at=record.at,
+            user_id=str(record.user_id) if record.user_id else None,
+            session_id=str(record.session_id) if record.session_id else None,
+            ip_address=record.ip_address,
+            user_agent=record.user_agent,
+            success=record.success,
+            detail=dict(record.detail or {}),
+        )
+
 
 Listener = Callable[[AuthEvent], None]
 

@@ -103,8 +103,20 @@ class AccessTokenService:
         """The public key set other services use to verify tokens locally."""
         return {"keys": [dict(self._public_jwk)]}
 
-    def issue(self, *, user_id: str, session_id: str, roles: list[str], now: float) -> str:
-        """A signed access token for ``session_id``, valid for ``ttl`` seconds from ``now``."""
+    def issue(
+        self,
+        *,
+        user_id: str,
+        session_id: str,
+        roles: list[str],
+        now: float,
+        ttl: int | None = None,
+    ) -> str:
+        """A signed access token for ``session_id``, valid for ``ttl`` seconds from ``now``.
+
+        A longer ``ttl`` is for surfaces whose cookie is the only credential (Browsary):
+        still safe, since every request also checks that the session is live.
+        """
         claims = {
             "iss": self.issuer,
             "aud": self.audience,
@@ -112,7 +124,7 @@ class AccessTokenService:
             "sid": session_id,
             "roles": roles,
             "iat": int(now),
-            "exp": int(now) + self.ttl,
+            "exp": int(now) + (self.ttl if ttl is None else ttl),
             "jti": uuid.uuid4().hex,
         }
         return jwt.encode(
