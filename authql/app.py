@@ -104,6 +104,19 @@ def create_app(
     return app
 
 
+class RedactQueryStrings(logging.Filter):
+    """Drop query strings from uvicorn's access log: links carry one-time tokens there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], args[2].split("?", 1)[0], *args[3:])
+        return True
+
+
 def app_from_env() -> Starlette:
     """uvicorn factory: ``uvicorn --factory authql.app:app_from_env``."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactQueryStrings) for f in access.filters):
+        access.addFilter(RedactQueryStrings())
     return create_app(from_env())

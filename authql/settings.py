@@ -38,6 +38,13 @@ DEFAULT_RATE_LIMITS: dict[str, tuple[int, int]] = {
     "register_ip": (10, 60 * 60),
     "refresh_ip": (120, 60),
     "change_password": (5, 15 * 60),
+    # REST dialects' documented limits, per client ip (see each dialect's docstring).
+    "modularauth_login": (10, 15 * 60),
+    "modularauth_register": (5, 60 * 60),
+    "modularauth_recovery": (3, 15 * 60),
+    "modularauth_change_password": (5, 15 * 60),
+    "authcore_auth": (5, 15 * 60),
+    "authcore_public": (20, 60),
 }
 
 _PERIOD_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -70,6 +77,7 @@ class Settings:
     allowed_redirects: tuple[str, ...] = ()
     require_email_verification: bool = False
     rest_dialects: tuple[tuple[str, str], ...] = (("node-auth", "/auth"), ("browsary", "/api/auth"))
+    node_auth_csrf: bool = False
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65_536
     argon2_parallelism: int = 4
@@ -257,6 +265,7 @@ ENVIRONMENT: dict[str, tuple[str, object]] = {
     "AUTHQL_ALLOWED_REDIRECTS": ("allowed_redirects", _csv),
     "AUTHQL_REQUIRE_EMAIL_VERIFICATION": ("require_email_verification", _bool),
     "AUTHQL_REST_DIALECTS": ("rest_dialects", parse_dialects),
+    "AUTHQL_NODE_AUTH_CSRF": ("node_auth_csrf", _bool),
     "AUTHQL_ARGON2_TIME_COST": ("argon2_time_cost", _int),
     "AUTHQL_ARGON2_MEMORY_KIB": ("argon2_memory_kib", _int),
     "AUTHQL_ARGON2_PARALLELISM": ("argon2_parallelism", _int),

@@ -71,7 +71,7 @@ async def _empty_tables(database: None) -> AsyncIterator[None]:
     await truncate_all_models()
 
 
-def test_settings(**overrides: Any) -> Settings:
+def settings_for_tests(**overrides: Any) -> Settings:
     """Settings for in-process tests: cheap hashing, no limits, no dialects."""
     base = Settings(
         env="test",
@@ -99,7 +99,7 @@ def make_app(clock: FrozenClock) -> Callable[..., Starlette]:
     """Build an app with test settings, overridden by keyword."""
 
     def make(**overrides: Any) -> Starlette:
-        settings = test_settings(**overrides)
+        settings = settings_for_tests(**overrides)
         services: Services = build_services(settings, clock=clock)
         return create_app(settings, services=services, manage_database=False)
 

@@ -37,12 +37,16 @@ async def register(
     first_name: str | None = None,
     last_name: str | None = None,
     phone: str | None = None,
+    sign_in: bool = True,
+    remember: bool = False,
 ) -> AuthOutcome:
-    """Create a password account and sign it in.
+    """Create a password account and (unless ``sign_in`` is false) sign it in.
 
     Raises VALIDATION_ERROR (all field problems at once), CONFLICT when the email, username
     or phone is taken, RATE_LIMITED per ip. With email verification required the account is
-    created but the outcome is EMAIL_NOT_VERIFIED and carries no tokens.
+    created but the outcome is EMAIL_NOT_VERIFIED and carries no tokens. Surfaces whose
+    product does not sign in on registration pass ``sign_in=False``: the outcome then
+    carries the user and no session.
     """
     await spend(ctx, "register_ip", ctx.ip_address)
     problems: dict[str, str] = {}
@@ -84,7 +88,9 @@ async def register(
     await emit(ctx, AuthEventType.REGISTERED, user_id=str(user.id), method="password")
     if ctx.services.settings.require_email_verification:
         return AuthOutcome(status=AuthStatus.EMAIL_NOT_VERIFIED, user=await UserView.load(user))
-    return await start_session(ctx, user, method="password")
+    if not sign_in:
+        return AuthOutcome(status=AuthStatus.OK, user=await UserView.load(user))
+    return await start_session(ctx, user, method="password", remember=remember)
 
 
 async def _ensure_unique(user: User, *, exclude: object = None) -> None:

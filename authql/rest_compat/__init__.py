@@ -1,52 +1,64 @@
 """REST compatibility dialects: other auth products' paths and shapes over authql's resolvers.
 
-Each dialect module contributes a factory returning Starlette routes for a prefix; this
-package resolves ``AUTHQL_REST_DIALECTS`` into routes and refuses two dialects that would
-claim the same method and path.
+Each dialect module defines one ``Dialect`` subclass named ``DIALECT`` (see ``_base``).
+This package resolves ``AUTHQL_REST_DIALECTS`` into routes and refuses, at start-up, two
+dialects that would claim the same method and path: clients of different products send
+overlapping bodies, so only the prefix can tell them apart.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
+import importlib
 
 from starlette.routing import BaseRoute, Route
 
+from authql.rest_compat._base import Dialect
 from authql.services import Services
 from authql.settings import ConfigError
 
-logger = logging.getLogger("authql.rest_compat")
+#: dialect name -> module defining ``DIALECT``.
+DIALECT_MODULES: dict[str, str] = {
+    "node-auth": "authql.rest_compat.node_auth",
+    "fluxkit": "authql.rest_compat.fluxkit",
+    "authcore": "authql.rest_compat.authcore",
+    "modularauth": "authql.rest_compat.modularauth",
+    "browsary": "authql.rest_compat.browsary",
+}
 
-DialectFactory = Callable[[Services, str], list[BaseRoute]]
 
-#: dialect name -> factory. Filled in as dialects are implemented.
-DIALECTS: dict[str, DialectFactory] = {}
+def dialect_class(name: str) -> type[Dialect]:
+    """The Dialect subclass registered under ``name``; ConfigError for unknown names."""
+    if name not in DIALECT_MODULES:
+        known = ", ".join(DIALECT_MODULES)
+        raise ConfigError(f"AUTHQL_REST_DIALECTS: unknown dialect {name!r} (known: {known})")
+    module = importlib.import_module(DIALECT_MODULES[name])
+    dialect: type[Dialect] = module.DIALECT
+    return dialect
 
-KNOWN_NAMES = ("node-auth", "fluxkit", "authcore", "modularauth", "browsary")
+
+def build_dialects(services: Services) -> list[Dialect]:
+    """The configured dialects, each at its prefix."""
+    return [
+        dialect_class(name)(services, prefix) for name, prefix in services.settings.rest_dialects
+    ]
 
 
 def dialect_routes(services: Services) -> list[BaseRoute]:
     """Routes of every configured dialect; ConfigError on unknown names or path clashes."""
     routes: list[BaseRoute] = []
     claimed: dict[tuple[str, str], str] = {}
-    for name, prefix in services.settings.rest_dialects:
-        if name not in KNOWN_NAMES:
-            raise ConfigError(
-                f"AUTHQL_REST_DIALECTS: unknown dialect {name!r} (known: {', '.join(KNOWN_NAMES)})"
-            )
-        factory = DIALECTS.get(name)
-        if factory is None:
-            logger.warning("REST dialect %s is not available in this version; not mounted", name)
-            continue
-        for route in factory(services, prefix):
+    for dialect in build_dialects(services):
+        for route in dialect.routes():
             if isinstance(route, Route):
                 for method in sorted(route.methods or ()):
+                    if method == "HEAD":
+                        continue
                     key = (method, route.path)
                     if key in claimed:
                         raise ConfigError(
-                            f"AUTHQL_REST_DIALECTS: {name} and {claimed[key]} both claim "
-                            f"{method} {route.path}; mount one at another prefix"
+                            f"AUTHQL_REST_DIALECTS: {dialect.name} and {claimed[key]} both "
+                            f"claim {method} {route.path}; mount one of them at another prefix"
                         )
-                    claimed[key] = name
+                    claimed[key] = dialect.name
             routes.append(route)
     return routes

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -23,6 +24,19 @@ class RateLimiter(Protocol):
     def reset(self, action: str, subject: str) -> None:
         """Forget ``subject``'s usage of ``action`` (after a successful sign-in, say)."""
         ...
+
+    def quota(self, action: str, subject: str) -> Quota | None:
+        """What is left of the budget (for ``RateLimit-*`` headers); None when unlimited."""
+        ...
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A budget as the IETF RateLimit headers describe it."""
+
+    limit: int
+    remaining: int
+    reset_seconds: int
 
 
 class MemoryRateLimiter:
@@ -59,6 +73,22 @@ class MemoryRateLimiter:
 
     def reset(self, action: str, subject: str) -> None:
         self._windows.pop((action, subject), None)
+
+    def quota(self, action: str, subject: str) -> Quota | None:
+        if self._limits is None or action not in self._limits:
+            return None
+        limit, period = self._limits[action]
+        now = self._clock()
+        window = int(now // period)
+        start, current, previous = self._windows.get((action, subject), (window, 0, 0))
+        if window != start:
+            previous, current = (current if window == start + 1 else 0), 0
+        estimated = previous * (1 - (now - window * period) / period) + current
+        return Quota(
+            limit=limit,
+            remaining=max(0, math.floor(limit - estimated)),
+            reset_seconds=max(1, math.ceil((window + 1) * period - now)),
+        )
 
     def _prune(self, now: float) -> None:
         assert self._limits is not None

@@ -1,0 +1,393 @@
+"""AuthCore (npm ``codalware-auth``: Next.js + NextAuth + Prisma) over authql's resolvers.
+
+Docs: https://authcore-liard.vercel.app/api-reference/authentication and
+``/api-reference/overview`` (shapes partly inferred: the docs' JSON examples were not
+captured; see DIALECTS.md section 3). Native prefix ``/api/auth``.
+
+Transport: the NextAuth-style session cookie ``authcore.session-token`` (``__Secure-``
+prefixed when the public URL is https) holding an authql opaque session token (only its
+digest is stored); HttpOnly, SameSite=Lax, Path=/, Max-Age = the session lifetime
+(``refresh_token_ttl``). Server-to-server callers may send ``Authorization: Bearer <access
+token>`` instead (tried when no live cookie is present). The NextAuth double-submit CSRF
+cookie ``authcore.csrf-token`` (``__Host-`` prefixed under https) guards sign-in and
+sign-out. Envelope: ``{success:true, data}`` / ``{success:false, error:{message, code}}``;
+the NextAuth routes answer in NextAuth's own shapes (``{csrfToken}``, ``{url}``, the session
+object). Rate limits [doc]: authRoute routes (register, check-2fa, signin/callback
+credentials) spend ``authcore_auth`` (5 / 15 min / ip); publicRoute read-only routes (csrf,
+providers, session) spend ``authcore_public`` (20 / min / ip); 429 carries Retry-After and
+RateLimit-* headers.
+
+Deliberate deviations (security):
+- ``check-2fa`` never looks at the password (accepted and ignored) and answers unknown
+  accounts like accounts without a factor: no enumeration, no password oracle.
+- ``callbackUrl`` may only be a relative path, the public URL's origin, or an entry of
+  ``allowed_redirects``; anything else silently becomes the public URL (as NextAuth's default
+  redirect callback does for foreign origins). Never an open redirect.
+- The cookie carries a revocable authql session, not a NextAuth JWE: a session revoked on any
+  surface is refused at once. Bearer accepts authql access tokens only (never challenge
+  tokens).
+- Sign-in lockout, rate limits and malformed input answer in the error envelope (423 / 429
+  with Retry-After / 400) instead of NextAuth's generic error redirect; a bad CSRF token is
+  403 FORBIDDEN instead of NextAuth's redirect to ``/signin?csrf=true``.
+
+[inferred] choices:
+- Statuses: VALIDATION_ERROR 400; UNAUTHORIZED, INVALID_CREDENTIALS, INVALID_TOKEN 401;
+  FORBIDDEN, EMAIL_NOT_VERIFIED, TWO_FACTOR_REQUIRED 403; NOT_FOUND 404; CONFLICT 409;
+  ACCOUNT_LOCKED 423; RATE_LIMITED 429; PROVIDER_ERROR and INTERNAL 500. ``error.fields``
+  ({field: message}) is added when an error names fields (password policy, taken email).
+- Register answers 201 ``{user, steps}``; ``steps`` is ``["verify_email"]`` while the email
+  must be verified, else ``[]``. The user object: id, email, name, firstName, lastName,
+  username, image (null), emailVerified (a boolean; NextAuth's Prisma adapter stores a
+  date), twoFactorEnabled, roles, createdAt.
+- check-2fa methods are authql's factor names lower-cased (``totp``, ``backup_code``).
+- Provider and error URLs are prefix-relative paths (NextAuth answers absolute URLs).
+- Failed sign-in: ``{url: <prefix>/error?error=CredentialsSignin}`` with 401 for JSON callers
+  (302 there for form posts); an unverified email (when verification is required) gives
+  ``error=EmailNotVerified`` with 403.
+- CSRF cookie value ``<token>|<HMAC-SHA256(secret_key, token)>``, a browser-session cookie;
+  a valid one is reused by ``GET /csrf`` (as NextAuth does).
+- ``GET /session`` reports the session's absolute expiry (no NextAuth sliding ``updateAge``)
+  and clears a dead session cookie; ``POST /signout`` works without a session (NextAuth).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from authql.context import RequestContext, authenticate, authenticate_session_token, bearer_token
+from authql.errors import AuthError, ErrorCode, Forbidden, InvalidCredentials
+from authql.resolvers import accounts, meta, mfa, sessions
+from authql.resolvers.outcomes import AuthStatus
+from authql.rest_compat._base import (
+    Dialect,
+    DialectRequest,
+    Endpoint,
+    SessionCookieTransport,
+    clear_cookie,
+    json_response,
+    set_cookie,
+)
+from authql.settings import Settings
+from authql.views import UserView
+
+SESSION_COOKIE = "authcore.session-token"
+CSRF_COOKIE = "authcore.csrf-token"
+_CSRF_PATHS = frozenset({"/signin/credentials", "/callback/credentials", "/signout"})
+
+_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.VALIDATION_ERROR: 400,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.INVALID_CREDENTIALS: 401,
+    ErrorCode.INVALID_TOKEN: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.EMAIL_NOT_VERIFIED: 403,
+    ErrorCode.TWO_FACTOR_REQUIRED: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.ACCOUNT_LOCKED: 423,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.PROVIDER_ERROR: 500,
+    ErrorCode.INTERNAL: 500,
+}
+
+
+def session_cookie_name(settings: Settings) -> str:
+    """NextAuth's session cookie name, ``__Secure-`` prefixed under https."""
+    return f"__Secure-{SESSION_COOKIE}" if settings.secure_cookies else SESSION_COOKIE
+
+
+def csrf_cookie_name(settings: Settings) -> str:
+    """NextAuth's CSRF cookie name, ``__Host-`` prefixed under https."""
+    return f"__Host-{CSRF_COOKIE}" if settings.secure_cookies else CSRF_COOKIE
+
+
+def next_steps(user: UserView, settings: Settings) -> list[str]:
+    """What a new account must still do, in order, before it can use the app."""
+    steps: list[str] = []
+    if settings.require_email_verification and not user.email_verified:
+        steps.append("verify_email")
+    return steps
+
+
+def user_json(user: UserView) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "email": user.email,
+        "name": user.name,
+        "firstName": user.first_name,
+        "lastName": user.last_name,
+        "username": user.username,
+        "image": None,
+        "emailVerified": user.email_verified,
+        "twoFactorEnabled": user.two_factor_enabled,
+        "roles": list(user.roles),
+        "createdAt": _iso(user.created_at),
+    }
+
+
+def _iso(moment: Any) -> str:
+    """JavaScript's ``toISOString()`` form: UTC, milliseconds, ``Z``."""
+    return str(moment.isoformat(timespec="milliseconds")).replace("+00:00", "Z")
+
+
+def _same(left: str, right: str) -> bool:
+    """Constant-time equality that also takes non-ASCII input (a 403, never a 500)."""
+    return hmac.compare_digest(left.encode(), right.encode())
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+@dataclass(frozen=True)
+class AuthCoreTransport(SessionCookieTransport):
+    """The session cookie first, then ``Authorization: Bearer <access token>``."""
+
+    cookie: str = SESSION_COOKIE
+
+    async def authenticate(self, request: Request, context: RequestContext) -> None:
+        context.session_transport = True
+        token = request.cookies.get(session_cookie_name(context.services.settings))
+        if token and await authenticate_session_token(context, token):
+            return
+        access_token = bearer_token(request.headers.get("authorization"))
+        if access_token:
+            await authenticate(context, access_token)
+
+
+class AuthCoreDialect(Dialect):
+    name = "authcore"
+    title = "AuthCore"
+    transport = AuthCoreTransport()
+
+    def endpoints(self) -> list[Endpoint]:
+        auth, public = "authcore_auth", "authcore_public"
+        profile = ("email", "password", "name", "firstName", "lastName", "username")
+        credentials = dict.fromkeys(("email", "password", "csrfToken", "callbackUrl"), "string")
+        sign_in = [
+            Endpoint(
+                "POST",
+                path,
+                self.sign_in,
+                "NextAuth credentials sign-in: session cookie, then {url} or 302",
+                body={**credentials, "json": "boolean"},
+                required=("email", "password", "csrfToken"),
+                rate_limit=auth,
+            )
+            for path in ("/signin/credentials", "/callback/credentials")
+        ]
+        return [
+            Endpoint(
+                "POST",
+                "/register",
+                self.register,
+                "Create an account; answers the steps it must still complete",
+                body=dict.fromkeys(profile, "string"),
+                required=("email", "password"),
+                status=201,
+                rate_limit=auth,
+            ),
+            Endpoint(
+                "POST",
+                "/check-2fa",
+                self.check_two_factor,
+                "Preflight: whether signing in will ask for a second factor",
+                body={"email": "string", "password": "string"},
+                required=("email",),
+                rate_limit=auth,
+            ),
+            Endpoint("GET", "/csrf", self.csrf, "NextAuth CSRF token", rate_limit=public),
+            Endpoint("GET", "/providers", self.providers, "NextAuth providers", rate_limit=public),
+            *sign_in,
+            Endpoint(
+                "GET",
+                "/session",
+                self.session,
+                "NextAuth session: {user, expires}, or {} when signed out",
+                rate_limit=public,
+            ),
+            Endpoint(
+                "POST",
+                "/signout",
+                self.sign_out,
+                "NextAuth sign-out: revokes the session, clears the cookie",
+                body={"csrfToken": "string", "callbackUrl": "string", "json": "boolean"},
+                required=("csrfToken",),
+            ),
+        ]
+
+    def render_error(self, error: AuthError) -> tuple[int, dict[str, Any]]:
+        body: dict[str, Any] = {"message": error.message, "code": error.code.value}
+        if error.code is ErrorCode.INTERNAL:
+            body["message"] = "Internal server error"
+        elif error.fields:
+            body["fields"] = dict(error.fields)
+        return _STATUS[error.code], {"success": False, "error": body}
+
+    def openapi(self) -> dict[str, Any]:
+        document = super().openapi()
+        document["components"]["securitySchemes"]["bearer"] = {"type": "http", "scheme": "bearer"}
+        return document
+
+    # --- AuthCore routes -------------------------------------------------------------------
+
+    async def register(self, request: DialectRequest) -> Response:
+        outcome = await accounts.register(
+            request.context,
+            email=await request.string("email", required=False) or "",
+            password=await request.string("password", required=False),
+            name=await request.string("name", required=False),
+            first_name=await request.string("firstName", required=False),
+            last_name=await request.string("lastName", required=False),
+            username=await request.string("username", required=False),
+            sign_in=False,
+        )
+        assert outcome.user is not None
+        data = {"user": user_json(outcome.user), "steps": next_steps(outcome.user, self.settings)}
+        return json_response({"success": True, "data": data}, 201)
+
+    async def check_two_factor(self, request: DialectRequest) -> Response:
+        view = await mfa.check_two_factor(
+            request.context, identifier=await request.require("email")
+        )
+        data = {
+            "requires2FA": view.requires_two_factor,
+            "methods": [method.lower() for method in view.methods],
+        }
+        return json_response({"success": True, "data": data})
+
+    # --- NextAuth routes -------------------------------------------------------------------
+
+    async def csrf(self, request: DialectRequest) -> Response:
+        token = self._csrf_from_cookie(request.request) or secrets.token_hex(32)
+        response = json_response({"csrfToken": token})
+        value = f"{token}|{self._csrf_mac(token)}"
+        set_cookie(response, self.settings, csrf_cookie_name(self.settings), value, max_age=None)
+        return response
+
+    async def providers(self, request: DialectRequest) -> Response:
+        offered = {provider.kind for provider in meta.auth_providers(request.context)}
+        credentials = {
+            "id": "credentials",
+            "name": "Credentials",
+            "type": "credentials",
+            "signinUrl": self.url("/signin/credentials"),
+            "callbackUrl": self.url("/callback/credentials"),
+        }
+        body = {"credentials": credentials} if "password" in offered else {}
+        return json_response(body)
+
+    async def sign_in(self, request: DialectRequest) -> Response:
+        email = await request.require("email")
+        password = await request.require("password")
+        target = self._callback_url(await request.string("callbackUrl", required=False))
+        as_json = await self._wants_json(request)
+        try:
+            outcome = await sessions.login(request.context, identifier=email, password=password)
+        except InvalidCredentials:
+            return self._navigate(self.url("/error?error=CredentialsSignin"), as_json, 401)
+        if outcome.status is not AuthStatus.OK or outcome.session_token is None:
+            return self._navigate(self.url("/error?error=EmailNotVerified"), as_json, 403)
+        response = self._navigate(target, as_json, 200)
+        set_cookie(
+            response,
+            self.settings,
+            session_cookie_name(self.settings),
+            outcome.session_token,
+            max_age=self.settings.refresh_token_ttl,
+        )
+        return response
+
+    async def session(self, request: DialectRequest) -> Response:
+        principal = request.context.principal
+        if principal is None:
+            response = json_response({})
+            cookie = session_cookie_name(self.settings)
+            if request.context.credential_rejected and cookie in request.request.cookies:
+                clear_cookie(response, self.settings, cookie)
+            return response
+        user = principal.user
+        body = {
+            "user": {
+                "id": user.id,
+                "email": user.email,
+                "name": user.name,
+                "image": None,
+                "roles": list(user.roles),
+                "emailVerified": user.email_verified,
+            },
+            "expires": _iso(principal.session.expires_at),
+        }
+        return json_response(body)
+
+    async def sign_out(self, request: DialectRequest) -> Response:
+        target = self._callback_url(await request.string("callbackUrl", required=False))
+        as_json = await self._wants_json(request)
+        if request.context.principal is not None:
+            await sessions.logout(request.context)
+        response = self._navigate(target, as_json, 200)
+        clear_cookie(response, self.settings, session_cookie_name(self.settings))
+        return response
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    async def before(self, request: DialectRequest, endpoint: Endpoint) -> None:
+        """NextAuth's double-submit check on sign-in and sign-out."""
+        if endpoint.path not in _CSRF_PATHS:
+            return
+        expected = self._csrf_from_cookie(request.request)
+        sent = await request.string("csrfToken", required=False)
+        if expected is None or sent is None or not _same(expected, sent):
+            raise Forbidden("CSRF token missing or invalid.")
+
+    def _csrf_mac(self, token: str) -> str:
+        key = self.settings.secret_key.encode()
+        return hmac.new(key, f"authcore-csrf:{token}".encode(), hashlib.sha256).hexdigest()
+
+    def _csrf_from_cookie(self, request: Request) -> str | None:
+        """The token of a CSRF cookie this server signed, else None."""
+        token, _, mac = request.cookies.get(csrf_cookie_name(self.settings), "").partition("|")
+        if token and mac and _same(mac, self._csrf_mac(token)):
+            return token
+        return None
+
+    def _callback_url(self, raw: str | None) -> str:
+        """``raw`` if it stays on this site or an allowed target, else the public URL."""
+        default = self.settings.public_url
+        if not raw or any(ord(char) < 0x20 or char == "\\" for char in raw):
+            return default
+        if raw.startswith("/") and not raw.startswith("//"):
+            return raw
+        parts = urlsplit(raw)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            return default
+        allowed = {entry.rstrip("/") for entry in self.settings.allowed_redirects if entry}
+        origins = {_origin(default)} | {e.lower() for e in allowed if _origin(e) == e.lower()}
+        if raw.rstrip("/") in allowed or _origin(raw) in origins:
+            return raw
+        return default
+
+    async def _wants_json(self, request: DialectRequest) -> bool:
+        content_type = request.request.headers.get("content-type", "")
+        return content_type.startswith("application/json") or await request.flag("json")
+
+    @staticmethod
+    def _navigate(url: str, as_json: bool, status: int) -> Response:
+        """NextAuth's answer: ``{url}`` for fetch callers, a 302 for form posts."""
+        if as_json:
+            return json_response({"url": url}, status)
+        response = RedirectResponse(url, status_code=302)
+        response.headers["cache-control"] = "no-store"
+        return response
+
+
+DIALECT = AuthCoreDialect

@@ -1,0 +1,256 @@
+"""FluxKit "Auth wire" (npm ``@fluxkitdev/auth``) REST dialect.
+
+Docs: https://fluxkit.dev/docs/auth/rest-api (also ``/local-auth`` and ``/jwt``); the
+contract is in DIALECTS.md section 2. No FluxKit source or tests are public, so everything
+beyond the docs' examples is marked [inferred] below.
+
+Native prefix ``/auth``. Transport: ``Authorization: Bearer <access JWT>`` only; no cookies
+are read or set. Success bodies have no envelope and ids are ``_id`` strings; errors are
+``{"error": {"code", "message"}}`` (table in ``FluxKitDialect.render_error``); anything
+unexpected is 500 ``INTERNAL_ERROR`` / ``Internal server error``.
+
+Served (relative to the prefix): POST /register, POST /login, GET /me, POST /logout,
+POST /refresh, POST /change-password, GET /health. Forgot/reset password, magic links and
+OAuth (``/google``, ``/github``) come with authql's mail and OAuth flows and 404 until then.
+
+Deliberate deviations (security):
+- Logout revokes the server-side session, so the access token *and* its refresh token are
+  refused at once everywhere (FluxKit documents "invalidate the current token"; a denylist
+  was inferred upstream).
+- Refresh tokens rotate and are single use; presenting a used one revokes the whole session
+  (reuse detection) and answers 401 ``INVALID_TOKEN``.
+- Login failures lock the account after the configured number of tries (423
+  ``ACCOUNT_LOCKED``) and are rate limited (429 ``RATE_LIMITED``), both with
+  ``Retry-After``; FluxKit documents neither.
+- Changing the password revokes every other session of the account (the current one stays).
+- ``/health`` reports ``degraded`` with HTTP 503 when the database does not answer.
+
+[inferred] choices:
+- Register always returns ``refreshToken`` beside ``token`` (FluxKit returns it when
+  ``jwt.refreshToken.enabled``; authql always issues one).
+- Register with email verification required: 201 ``{user}`` with no tokens; login of an
+  unverified account: 403 ``EMAIL_NOT_VERIFIED``.
+- ``name`` is ``null`` when the account has none; ``createdAt`` is a JavaScript
+  ``toISOString()`` timestamp (UTC, milliseconds, ``Z``).
+- Error codes and messages not in the docs: 400 ``VALIDATION_ERROR`` (message lists the
+  fields), 409 ``CONFLICT`` ``Email already in use``, 423 ``ACCOUNT_LOCKED``, 429
+  ``RATE_LIMITED``, 403 ``EMAIL_NOT_VERIFIED``, 401 ``INVALID_TOKEN`` for logout, refresh
+  (bad, used or missing token) and change-password without a valid token, 401
+  ``INVALID_CREDENTIALS`` ``Current password is incorrect`` on change-password.
+- ``/health`` provider names: ``local`` for the password provider, ``magic-link`` for
+  magic links, the provider id (``google``, ``github``, ...) for the others.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from starlette.responses import Response
+
+from authql.errors import (
+    AuthError,
+    EmailNotVerified,
+    ErrorCode,
+    InvalidCredentials,
+    InvalidToken,
+    TwoFactorRequired,
+)
+from authql.resolvers import accounts, meta, passwords, sessions
+from authql.resolvers.meta import ProviderView
+from authql.resolvers.outcomes import AuthOutcome, AuthStatus
+from authql.rest_compat._base import (
+    BearerTransport,
+    Dialect,
+    DialectRequest,
+    Endpoint,
+    json_response,
+)
+from authql.views import UserView
+
+_TOKEN_MESSAGE = "Token is expired or invalid"
+
+#: ErrorCode -> (HTTP status, FluxKit code, message; None = the resolver's own message).
+_ERRORS: dict[ErrorCode, tuple[int, str, str | None]] = {
+    ErrorCode.VALIDATION_ERROR: (400, "VALIDATION_ERROR", None),
+    ErrorCode.UNAUTHORIZED: (401, "INVALID_TOKEN", _TOKEN_MESSAGE),
+    ErrorCode.INVALID_TOKEN: (401, "INVALID_TOKEN", _TOKEN_MESSAGE),
+    ErrorCode.INVALID_CREDENTIALS: (401, "INVALID_CREDENTIALS", "Invalid email or password"),
+    ErrorCode.FORBIDDEN: (403, "FORBIDDEN", "Forbidden"),
+    ErrorCode.EMAIL_NOT_VERIFIED: (403, "EMAIL_NOT_VERIFIED", "Email address not verified"),
+    ErrorCode.TWO_FACTOR_REQUIRED: (
+        403,
+        "TWO_FACTOR_REQUIRED",
+        "Two-factor authentication required",
+    ),
+    ErrorCode.NOT_FOUND: (404, "NOT_FOUND", "Not found"),
+    ErrorCode.CONFLICT: (409, "CONFLICT", "Email already in use"),
+    ErrorCode.ACCOUNT_LOCKED: (
+        423,
+        "ACCOUNT_LOCKED",
+        "Account temporarily locked. Try again later",
+    ),
+    ErrorCode.RATE_LIMITED: (429, "RATE_LIMITED", "Too many requests. Try again later"),
+    ErrorCode.PROVIDER_ERROR: (502, "PROVIDER_ERROR", "An external provider failed"),
+    ErrorCode.INTERNAL: (500, "INTERNAL_ERROR", "Internal server error"),
+}
+
+
+def _iso(moment: dt.datetime) -> str:
+    """JavaScript's ``Date.prototype.toISOString()``: UTC, milliseconds, ``Z``."""
+    utc = moment.astimezone(dt.UTC) if moment.tzinfo else moment
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def _user(user: UserView, *, created: bool = True) -> dict[str, Any]:
+    body: dict[str, Any] = {"_id": user.id, "email": user.email, "name": user.name}
+    if created:
+        body["createdAt"] = _iso(user.created_at)
+    return body
+
+
+def _signed_in(outcome: AuthOutcome) -> AuthOutcome:
+    """The outcome if it carries tokens; a pending step becomes its AuthError."""
+    if outcome.status is AuthStatus.EMAIL_NOT_VERIFIED:
+        raise EmailNotVerified()
+    if outcome.status is not AuthStatus.OK:
+        raise TwoFactorRequired()
+    return outcome
+
+
+def _provider_name(provider: ProviderView) -> str:
+    if provider.kind == "password":
+        return "local"
+    if provider.kind in ("magic_link", "magic-link", "magiclink"):
+        return "magic-link"
+    return provider.id
+
+
+class FluxKitDialect(Dialect):
+    """FluxKit's ``/auth`` routes: Bearer JWTs, ``_id`` ids, ``{error:{code,message}}``."""
+
+    name = "fluxkit"
+    title = "FluxKit Auth wire"
+    transport = BearerTransport()
+
+    def endpoints(self) -> list[Endpoint]:
+        return [
+            Endpoint(
+                "POST",
+                "/register",
+                self.register,
+                "Create an account and sign it in",
+                body={"email": "string", "password": "string", "name": "string"},
+                required=("email", "password"),
+                status=201,
+            ),
+            Endpoint(
+                "POST",
+                "/login",
+                self.login,
+                "Sign in with email and password",
+                body={"email": "string", "password": "string"},
+                required=("email", "password"),
+            ),
+            Endpoint("GET", "/me", self.me, "The signed-in user", authenticated=True),
+            Endpoint(
+                "POST", "/logout", self.logout, "Invalidate the current token", authenticated=True
+            ),
+            Endpoint(
+                "POST",
+                "/refresh",
+                self.refresh,
+                "Exchange a refresh token for a new token pair",
+                body={"refreshToken": "string"},
+                required=("refreshToken",),
+            ),
+            Endpoint(
+                "POST",
+                "/change-password",
+                self.change_password,
+                "Change the signed-in user's password",
+                authenticated=True,
+                body={"currentPassword": "string", "newPassword": "string"},
+                required=("currentPassword", "newPassword"),
+            ),
+            Endpoint("GET", "/health", self.health, "Auth wire health and providers"),
+        ]
+
+    def render_error(self, error: AuthError) -> tuple[int, dict[str, Any]]:
+        status, code, message = _ERRORS.get(error.code, _ERRORS[ErrorCode.INTERNAL])
+        if message is None:
+            details = "; ".join(f"{field}: {text}" for field, text in error.fields.items())
+            message = details or error.message
+        elif (
+            error.code is ErrorCode.INVALID_CREDENTIALS
+            and error.message != InvalidCredentials.default_message
+        ):
+            # change-password names its cause ("Current password is incorrect").
+            message = error.message.rstrip(".")
+        return status, {"error": {"code": code, "message": message}}
+
+    # --- handlers --------------------------------------------------------------------------
+
+    async def register(self, request: DialectRequest) -> Response:
+        outcome = await accounts.register(
+            request.context,
+            email=await request.string("email", required=False) or "",
+            password=await request.string("password", required=False) or "",
+            name=await request.string("name", required=False),
+        )
+        assert outcome.user is not None
+        body: dict[str, Any] = {"user": _user(outcome.user)}
+        if outcome.access_token:
+            body.update(token=outcome.access_token, refreshToken=outcome.refresh_token)
+        return json_response(body, 201)
+
+    async def login(self, request: DialectRequest) -> Response:
+        outcome = _signed_in(
+            await sessions.login(
+                request.context,
+                identifier=await request.require("email"),
+                password=await request.require("password"),
+            )
+        )
+        assert outcome.user is not None
+        return json_response(
+            {
+                "user": _user(outcome.user, created=False),
+                "token": outcome.access_token,
+                "refreshToken": outcome.refresh_token,
+            }
+        )
+
+    async def me(self, request: DialectRequest) -> Response:
+        principal = request.context.require_principal()
+        return json_response({"user": _user(principal.user)})
+
+    async def logout(self, request: DialectRequest) -> Response:
+        await sessions.logout(request.context)
+        return json_response({"message": "Logged out successfully"})
+
+    async def refresh(self, request: DialectRequest) -> Response:
+        token = (await request.body()).get("refreshToken")
+        if not isinstance(token, str) or not token:
+            raise InvalidToken()
+        outcome = await sessions.refresh(request.context, refresh_token=token)
+        return json_response({"token": outcome.access_token, "refreshToken": outcome.refresh_token})
+
+    async def change_password(self, request: DialectRequest) -> Response:
+        request.context.require_principal()  # 401 before any complaint about the body
+        await passwords.change_password(
+            request.context,
+            current_password=await request.require("currentPassword"),
+            new_password=await request.require("newPassword"),
+        )
+        return json_response({"message": "Password changed successfully"})
+
+    async def health(self, request: DialectRequest) -> Response:
+        view = await meta.health(request.context)
+        providers = [_provider_name(p) for p in meta.auth_providers(request.context)]
+        return json_response(
+            {"status": view.status, "providers": providers}, 200 if view.database else 503
+        )
+
+
+DIALECT = FluxKitDialect
