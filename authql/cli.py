@@ -1,9 +1,10 @@
-"""The command line: serve | migrate | create-admin | schema."""
+"""The command line: serve | migrate | create-admin | schema | openapi."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -50,6 +51,23 @@ async def _create_admin(settings: Settings, email: str, password: str) -> str:
         await Tortoise.close_connections()
 
 
+def _openapi(settings: Settings, dialect: str | None) -> object:
+    """The documents need no database and no persisted secrets: throwaway keys suffice."""
+    from dataclasses import replace
+
+    from authql.rest_compat import openapi_documents
+    from authql.services import build_services
+    from authql.settings import _new_private_key_pem
+
+    settings = replace(
+        settings,
+        secret_key=settings.secret_key or "unused",
+        jwt_private_key=settings.jwt_private_key or _new_private_key_pem(),
+    )
+    documents = openapi_documents(build_services(settings), dialect)
+    return documents[dialect] if dialect else documents
+
+
 def _serve(settings: Settings, host: str, port: int, workers: int) -> None:
     import uvicorn
 
@@ -81,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     admin.add_argument("--email", required=True)
     admin.add_argument("--password", required=True)
     commands.add_parser("schema", help="print the GraphQL SDL")
+    openapi = commands.add_parser("openapi", help="print the REST dialects' OpenAPI documents")
+    openapi.add_argument("--dialect", help="one dialect (default: every mounted one)")
     args = parser.parse_args(argv)
 
     try:
@@ -90,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from authql.schema import sdl
 
             sys.stdout.write(sdl())
+        elif args.command == "openapi":
+            print(json.dumps(_openapi(settings, args.dialect), indent=2))
         elif args.command == "migrate":
             asyncio.run(_migrate(settings))
             print("migrations applied")

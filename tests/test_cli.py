@@ -136,6 +136,22 @@ def test_schema_prints_the_sdl(cli_env: dict[str, str]) -> None:
     assert "type Subscription" in result.stdout
 
 
+def test_openapi_prints_a_dialects_document(cli_env: dict[str, str], tmp_path: Path) -> None:
+    """authql openapi prints one dialect's document (at its native prefix when unmounted),
+    or every mounted one, without touching the database or persisting secrets."""
+    import json
+
+    one = run_cli(cli_env, "openapi", "--dialect", "fluxkit")
+    assert one.returncode == 0, one.stderr
+    assert "/auth/register" in json.loads(one.stdout)["paths"]
+    mounted = json.loads(run_cli(cli_env, "openapi").stdout)
+    assert set(mounted) == {"node-auth", "browsary"}
+    assert "/api/auth/login" in mounted["browsary"]["paths"]
+    assert not (tmp_path / "data").exists() and not (tmp_path / "db.sqlite3").exists()
+    unknown = run_cli(cli_env, "openapi", "--dialect", "nope")
+    assert_clean_refusal(unknown, "nope")
+
+
 def test_migrate_creates_the_tables_and_is_repeatable(
     cli_env: dict[str, str], tmp_path: Path
 ) -> None:

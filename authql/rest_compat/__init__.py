@@ -26,6 +26,16 @@ DIALECT_MODULES: dict[str, str] = {
 }
 
 
+#: Where each product serves its routes natively (used when a dialect is not mounted).
+NATIVE_PREFIXES: dict[str, str] = {
+    "node-auth": "/auth",
+    "fluxkit": "/auth",
+    "authcore": "/api/auth",
+    "modularauth": "/auth",
+    "browsary": "/api/auth",
+}
+
+
 def dialect_class(name: str) -> type[Dialect]:
     """The Dialect subclass registered under ``name``; ConfigError for unknown names."""
     if name not in DIALECT_MODULES:
@@ -41,6 +51,19 @@ def build_dialects(services: Services) -> list[Dialect]:
     return [
         dialect_class(name)(services, prefix) for name, prefix in services.settings.rest_dialects
     ]
+
+
+def openapi_documents(services: Services, name: str | None = None) -> dict[str, object]:
+    """OpenAPI documents keyed by dialect name: the mounted ones, or just ``name`` (at its
+    mounted prefix, else its native one)."""
+    mounted = dict(services.settings.rest_dialects)
+    names = [name] if name else list(mounted)
+    return {
+        each: dialect_class(each)(
+            services, mounted.get(each, NATIVE_PREFIXES.get(each, ""))
+        ).openapi()
+        for each in names
+    }
 
 
 def dialect_routes(services: Services) -> list[BaseRoute]:
