@@ -3,6 +3,7 @@ surface (GraphQL over HTTP and websockets, REST dialects, JWKS, health)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import logging
@@ -77,14 +78,15 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if not manage_database:
-            yield
-            services.close()
-            return
-        from tortoise.contrib.starlette import RegisterTortoise
+        if manage_database:
+            from tortoise.contrib.starlette import RegisterTortoise
 
-        async with RegisterTortoise(app, config=tortoise_config(settings.database_url)):
+            async with RegisterTortoise(app, config=tortoise_config(settings.database_url)):
+                yield
+                await _shutdown(services)
+        else:
             yield
+            await _shutdown(services)
         services.close()
 
     middleware = [Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)]
@@ -102,6 +104,13 @@ def create_app(
     app.state.services = services
     app.state.settings = settings
     return app
+
+
+async def _shutdown(services: Services, grace: float = 5.0) -> None:
+    """Give queued mail and SMS a moment to leave, then stop the delivery worker."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(services.delivery.drain(), grace)
+    await services.delivery.close()
 
 
 class RedactQueryStrings(logging.Filter):

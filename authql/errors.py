@@ -78,8 +78,16 @@ class InvalidCredentials(AuthError):
 
 
 class InvalidToken(AuthError):
+    """Expired, used, unknown or wrong-purpose token or code. ``expired`` tells dialects
+    that distinguish the two (TOKEN_EXPIRED vs TOKEN_INVALID) which it was; it is set only
+    for a token that was genuine and unused, so it reveals nothing to a guesser."""
+
     code = ErrorCode.INVALID_TOKEN
     default_message = "Invalid or expired token."
+
+    def __init__(self, message: str | None = None, *, expired: bool = False) -> None:
+        super().__init__(message)
+        self.expired = expired
 
 
 class Forbidden(AuthError):

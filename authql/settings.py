@@ -91,6 +91,19 @@ class Settings:
     session_cache_seconds: float = 5.0
     log_level: str = "info"
     log_format: str = "text"
+    product_name: str = "authql"
+    smtp_url: str = ""
+    smtp_timeout: float = 10.0
+    mail_from: str = "authql <no-reply@localhost>"
+    templates_dir: Path | None = None
+    sms_webhook_url: str = ""
+    sms_webhook_secret: str = ""
+    email_verification_ttl: int = 86_400
+    password_reset_ttl: int = 3_600
+    email_change_ttl: int = 3_600
+    magic_link_ttl: int = 900
+    sms_code_ttl: int = 600
+    code_max_attempts: int = 5
 
     @property
     def production(self) -> bool:
@@ -277,6 +290,22 @@ ENVIRONMENT: dict[str, tuple[str, object]] = {
     "AUTHQL_GRAPHQL_MAX_TOKENS": ("graphql_max_tokens", _int),
     "AUTHQL_INTROSPECTION": ("introspection", _bool),
     "AUTHQL_SESSION_CACHE_SECONDS": ("session_cache_seconds", float),
+    "AUTHQL_PRODUCT_NAME": ("product_name", str.strip),
+    "AUTHQL_SMTP_URL": ("smtp_url", str.strip),
+    "AUTHQL_SMTP_TIMEOUT": ("smtp_timeout", float),
+    "AUTHQL_MAIL_FROM": ("mail_from", str.strip),
+    "AUTHQL_TEMPLATES_DIR": (
+        "templates_dir",
+        lambda raw: Path(raw.strip()) if raw.strip() else None,
+    ),
+    "AUTHQL_SMS_WEBHOOK_URL": ("sms_webhook_url", str.strip),
+    "AUTHQL_SMS_WEBHOOK_SECRET": ("sms_webhook_secret", str.strip),
+    "AUTHQL_EMAIL_VERIFICATION_TTL": ("email_verification_ttl", _int),
+    "AUTHQL_PASSWORD_RESET_TTL": ("password_reset_ttl", _int),
+    "AUTHQL_EMAIL_CHANGE_TTL": ("email_change_ttl", _int),
+    "AUTHQL_MAGIC_LINK_TTL": ("magic_link_ttl", _int),
+    "AUTHQL_SMS_CODE_TTL": ("sms_code_ttl", _int),
+    "AUTHQL_CODE_MAX_ATTEMPTS": ("code_max_attempts", _int),
     "AUTHQL_LOG_LEVEL": ("log_level", lambda raw: raw.strip().lower()),
     "AUTHQL_LOG_FORMAT": ("log_format", lambda raw: raw.strip().lower()),
 }
@@ -305,6 +334,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
         settings = replace(settings, allowed_redirects=(_origin(settings.public_url),))
     if "AUTHQL_INTROSPECTION" not in environ and settings.production:
         settings = replace(settings, introspection=False)
+    if settings.sms_webhook_url and not settings.sms_webhook_secret and settings.production:
+        raise ConfigError("AUTHQL_SMS_WEBHOOK_URL needs AUTHQL_SMS_WEBHOOK_SECRET in production")
     if settings.password_min_length > settings.password_max_length:
         raise ConfigError("AUTHQL_PASSWORD_MIN_LENGTH exceeds AUTHQL_PASSWORD_MAX_LENGTH")
     return settings

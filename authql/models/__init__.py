@@ -2,6 +2,7 @@
 
 from authql.models.event import AuthEventRecord
 from authql.models.session import RefreshToken, Session
+from authql.models.token import OneTimeToken
 from authql.models.user import User, UserRole
 
 #: The module list Tortoise registers (app label "models").
@@ -9,6 +10,15 @@ MODEL_MODULES = [
     "authql.models.user",
     "authql.models.session",
     "authql.models.event",
+    "authql.models.token",
 ]
 
-__all__ = ["MODEL_MODULES", "AuthEventRecord", "RefreshToken", "Session", "User", "UserRole"]
+__all__ = [
+    "MODEL_MODULES",
+    "AuthEventRecord",
+    "OneTimeToken",
+    "RefreshToken",
+    "Session",
+    "User",
+    "UserRole",
+]

@@ -8,11 +8,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from authql.services.clock import Clock, SystemClock
-from authql.services.events import EventBus
+from authql.services.delivery import DeliveryQueue
+from authql.services.events import AuthEvent, AuthEventType, EventBus
 from authql.services.lockout import PhantomLockouts
+from authql.services.mail import ConsoleMailer, Mailer, SmtpMailer
+from authql.services.onetime import OneTimeTokens
 from authql.services.passwords import PasswordService
 from authql.services.principals import PrincipalCache
 from authql.services.ratelimit import MemoryRateLimiter, RateLimiter
+from authql.services.sms import ConsoleSms, SmsSender, WebhookSms
+from authql.services.templates import Templates
 from authql.services.tokens import AccessTokenService
 from authql.settings import Settings
 
@@ -29,6 +34,11 @@ class Services:
     events: EventBus
     principals: PrincipalCache
     phantom_lockouts: PhantomLockouts
+    one_time: OneTimeTokens
+    mailer: Mailer
+    sms: SmsSender
+    templates: Templates
+    delivery: DeliveryQueue
 
     def close(self) -> None:
         self.passwords.close()
@@ -39,12 +49,25 @@ def build_services(
     *,
     clock: Clock | None = None,
     passwords: PasswordService | None = None,
+    mailer: Mailer | None = None,
+    sms: SmsSender | None = None,
 ) -> Services:
     """Wire the default implementations for ``settings`` (tests may pass their own)."""
     clock = clock or SystemClock()
     events = EventBus()
     principals = PrincipalCache(settings.session_cache_seconds)
     events.add_listener(principals.on_event)
+
+    async def report_failure(kind: str, reason: str) -> None:
+        await events.publish(
+            AuthEvent(
+                type=AuthEventType.DELIVERY_FAILED,
+                at=clock.now(),
+                success=False,
+                detail={"channel": kind, "reason": reason},
+            )
+        )
+
     return Services(
         settings=settings,
         clock=clock,
@@ -64,7 +87,26 @@ def build_services(
         events=events,
         principals=principals,
         phantom_lockouts=PhantomLockouts(),
+        one_time=OneTimeTokens(settings.secret_key, clock),
+        mailer=mailer or _default_mailer(settings),
+        sms=sms or _default_sms(settings),
+        templates=Templates(settings.templates_dir, settings.product_name),
+        delivery=DeliveryQueue(on_failure=report_failure),
     )
+
+
+def _default_mailer(settings: Settings) -> Mailer:
+    if settings.smtp_url:
+        return SmtpMailer(
+            settings.smtp_url, sender=settings.mail_from, timeout=settings.smtp_timeout
+        )
+    return ConsoleMailer()
+
+
+def _default_sms(settings: Settings) -> SmsSender:
+    if settings.sms_webhook_url:
+        return WebhookSms(settings.sms_webhook_url, settings.sms_webhook_secret)
+    return ConsoleSms()
 
 
 __all__ = ["Services", "build_services"]

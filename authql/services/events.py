@@ -25,7 +25,7 @@ logger = logging.getLogger("authql.events")
 
 
 class AuthEventType(enum.Enum):
-    """The contract's AuthEventType (plus PROFILE_UPDATED)."""
+    """The contract's AuthEventType (plus PROFILE_UPDATED and DELIVERY_FAILED)."""
 
     REGISTERED = "REGISTERED"
     LOGIN_SUCCEEDED = "LOGIN_SUCCEEDED"
@@ -59,6 +59,7 @@ class AuthEventType(enum.Enum):
     ROLES_CHANGED = "ROLES_CHANGED"
     RATE_LIMITED = "RATE_LIMITED"
     PROFILE_UPDATED = "PROFILE_UPDATED"
+    DELIVERY_FAILED = "DELIVERY_FAILED"
 
 
 #: Events after which cached user and session state must be re-read.
