@@ -26,6 +26,8 @@ from authql.app import create_app
 from authql.db import tortoise_config
 from authql.services import Services, build_services
 from authql.services.clock import FrozenClock
+from authql.services.mail import MemoryMailer
+from authql.services.sms import MemorySms
 from authql.settings import Settings, _new_private_key_pem
 from tests.support import GraphQLClient
 
@@ -95,15 +97,37 @@ def clock() -> FrozenClock:
 
 
 @pytest.fixture
-def make_app(clock: FrozenClock) -> Callable[..., Starlette]:
-    """Build an app with test settings, overridden by keyword."""
+def mailer() -> MemoryMailer:
+    """Where apps built by ``make_app`` send mail (unless a test passes its own)."""
+    return MemoryMailer()
 
-    def make(**overrides: Any) -> Starlette:
+
+@pytest.fixture
+def sms() -> MemorySms:
+    """Where apps built by ``make_app`` send texts (unless a test passes its own)."""
+    return MemorySms()
+
+
+@pytest.fixture
+async def make_app(
+    clock: FrozenClock, mailer: MemoryMailer, sms: MemorySms
+) -> AsyncIterator[Callable[..., Starlette]]:
+    """Build an app with test settings, overridden by keyword (``mailer=``/``sms=`` choose
+    other senders, e.g. a real SMTP mailer)."""
+    built: list[Services] = []
+
+    def make(*, mailer: Any = mailer, sms: Any = sms, **overrides: Any) -> Starlette:
         settings = settings_for_tests(**overrides)
-        services: Services = build_services(settings, clock=clock)
+        services: Services = build_services(settings, clock=clock, mailer=mailer, sms=sms)
+        built.append(services)
         return create_app(settings, services=services, manage_database=False)
 
-    return make
+    yield make
+    for services in built:
+        # Deferred work and deliveries finish before the tables are emptied.
+        await services.delivery.drain()
+        await services.delivery.close()
+        services.close()
 
 
 @pytest.fixture

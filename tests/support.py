@@ -101,5 +101,13 @@ class GraphQLClient:
     ) -> GraphQLResult:
         return await self.gql(LOGIN, {"identifier": identifier, "password": password, **extra})
 
+    async def delivered(self) -> tuple[list[Any], list[Any]]:
+        """Wait for queued mail and texts to leave; (mails, texts) sent so far."""
+        services = self.services
+        await services.delivery.drain()
+        return list(getattr(services.mailer, "outbox", [])), list(
+            getattr(services.sms, "outbox", [])
+        )
+
     async def me(self, token: str) -> dict[str, Any] | None:
         return (await self.gql(ME, token=token)).data["me"]  # type: ignore[no-any-return]

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import strawberry
 
-from authql.resolvers import accounts, admin, mfa, passwords, sessions
+from authql.resolvers import (
+    accounts,
+    admin,
+    email_change,
+    mfa,
+    passwordless,
+    passwords,
+    recovery,
+    sessions,
+    verification,
+)
 from authql.schema.types import (
     AuthPayload,
     RegisterInput,
@@ -82,3 +92,61 @@ class Mutation:
     @strawberry.mutation(description="Admins: delete expired and revoked sessions.")
     async def cleanup_sessions(self, info: strawberry.Info) -> int:
         return await admin.cleanup_sessions(info.context)
+
+    @strawberry.mutation(description="Mail a reset link if the account exists. Always true.")
+    async def request_password_reset(
+        self, info: strawberry.Info, email: str, return_url: str | None = None
+    ) -> bool:
+        return await recovery.request_password_reset(
+            info.context, identifier=email, return_url=return_url
+        )
+
+    @strawberry.mutation(description="Set a new password from a reset link; signs in.")
+    async def reset_password(self, info: strawberry.Info, token: str, password: str) -> AuthPayload:
+        return await recovery.reset_password(  # type: ignore[return-value]
+            info.context, token=token, password=password, sign_in=True
+        )
+
+    @strawberry.mutation(description="Mail the signed-in user a verification link.")
+    async def send_verification_email(
+        self, info: strawberry.Info, return_url: str | None = None
+    ) -> bool:
+        return await verification.send_verification_email(info.context, return_url=return_url)
+
+    @strawberry.mutation(description="Verify the address from an emailed link; signs in.")
+    async def verify_email(self, info: strawberry.Info, token: str) -> AuthPayload:
+        return await verification.verify_email(  # type: ignore[return-value]
+            info.context, token=token, sign_in=True
+        )
+
+    @strawberry.mutation(description="Mail a confirmation link to a new address.")
+    async def request_email_change(
+        self, info: strawberry.Info, new_email: str, password: str | None = None
+    ) -> bool:
+        return await email_change.request_email_change(
+            info.context, new_email=new_email, password=password
+        )
+
+    @strawberry.mutation(description="Move the account to the confirmed new address.")
+    async def confirm_email_change(self, info: strawberry.Info, token: str) -> User:
+        return await email_change.confirm_email_change(info.context, token=token)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Mail a sign-in link if the account exists. Always true.")
+    async def send_magic_link(
+        self, info: strawberry.Info, email: str, return_url: str | None = None
+    ) -> bool:
+        return await passwordless.send_magic_link(info.context, email=email, return_url=return_url)
+
+    @strawberry.mutation(description="Sign in from a magic link.")
+    async def verify_magic_link(self, info: strawberry.Info, token: str) -> AuthPayload:
+        return await passwordless.verify_magic_link(info.context, token=token)  # type: ignore[return-value]
+
+    @strawberry.mutation(
+        description="Text a code: a sign-in code, or (signed in, new number) a verification code."
+    )
+    async def send_sms_code(self, info: strawberry.Info, phone: str) -> bool:
+        return await passwordless.send_sms_code(info.context, phone=phone)
+
+    @strawberry.mutation(description="Sign in with a texted code, or verify a new number.")
+    async def verify_sms_code(self, info: strawberry.Info, phone: str, code: str) -> AuthPayload:
+        return await passwordless.verify_sms_code(info.context, phone=phone, code=code)  # type: ignore[return-value]

@@ -64,8 +64,25 @@ class DeliveryQueue:
                 self._reports.add(report)
                 report.add_done_callback(self._reports.discard)
 
+    def defer(self, kind: str, job: Send) -> None:
+        """Run ``job`` once, soon, off the response path (a flow's work that must not show
+        in its answer's timing, such as looking up whether an account exists)."""
+
+        async def run() -> None:
+            try:
+                await job()
+            except Exception:
+                logger.exception("deferred %s failed", kind)
+
+        task = asyncio.get_running_loop().create_task(run(), name=f"authql-{kind}")
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+
     async def drain(self) -> None:
-        """Wait until every submitted delivery has been sent or given up (tests, shutdown)."""
+        """Wait until every deferred job has run and every submitted delivery has been sent
+        or given up (tests, shutdown)."""
+        while self._reports:
+            await asyncio.gather(*list(self._reports), return_exceptions=True)
         if self._queue is not None:
             await self._queue.join()
 
