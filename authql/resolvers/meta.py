@@ -28,7 +28,11 @@ class ProviderView:
 
 def auth_providers(ctx: RequestContext) -> list[ProviderView]:
     """The sign-in methods this server offers."""
-    return [ProviderView(id="local", kind="password", name="Email and password")]
+    return [
+        ProviderView(id="local", kind="password", name="Email and password"),
+        ProviderView(id="magic-link", kind="passwordless", name="Email link"),
+        ProviderView(id="sms", kind="passwordless", name="Text message code"),
+    ]
 
 
 async def health(ctx: RequestContext) -> HealthView:

@@ -479,11 +479,15 @@ async def test_change_password_unauthenticated_is_invalid_token(
 # --- health, errors, documentation, prefixes -------------------------------------------------
 
 
+PROVIDERS = ["local", "magic-link", "sms"]
+
+
 async def test_health_reports_healthy_and_the_local_provider(make_client: MakeClient) -> None:
-    """GET /health answers `{status:'healthy', providers:['local']}`."""
+    """GET /health answers `{status:'healthy', providers:[...]}` naming authql's methods in
+    FluxKit's words."""
     response = await flux(make_client).call("GET", "/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "healthy", "providers": ["local"]}
+    assert response.json() == {"status": "healthy", "providers": PROVIDERS}
 
 
 async def test_health_reports_degraded_when_the_database_is_down(
@@ -499,7 +503,7 @@ async def test_health_reports_degraded_when_the_database_is_down(
     monkeypatch.setattr(meta, "get_connection", lambda name: DeadConnection())
     response = await api.call("GET", "/health")
     assert response.status_code == 503
-    assert response.json() == {"status": "degraded", "providers": ["local"]}
+    assert response.json() == {"status": "degraded", "providers": PROVIDERS}
 
 
 async def test_unexpected_failure_is_a_bare_internal_error(
