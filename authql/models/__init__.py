@@ -1,6 +1,7 @@
 """Tortoise models, one module per aggregate. Secrets are stored only as digests or hashes."""
 
 from authql.models.event import AuthEventRecord
+from authql.models.mfa import BackupCode, TotpCredential, TwoFactorChallenge
 from authql.models.session import RefreshToken, Session
 from authql.models.token import OneTimeToken
 from authql.models.user import User, UserRole
@@ -11,14 +12,18 @@ MODEL_MODULES = [
     "authql.models.session",
     "authql.models.event",
     "authql.models.token",
+    "authql.models.mfa",
 ]
 
 __all__ = [
     "MODEL_MODULES",
     "AuthEventRecord",
+    "BackupCode",
     "OneTimeToken",
     "RefreshToken",
     "Session",
+    "TotpCredential",
+    "TwoFactorChallenge",
     "User",
     "UserRole",
 ]

@@ -20,6 +20,7 @@ from authql.context import RequestContext
 from authql.errors import AccountLocked, InvalidCredentials, InvalidToken, NotFound
 from authql.models import RefreshToken, Session, User
 from authql.resolvers._common import emit, normalize_email, spend
+from authql.resolvers.challenges import issue_challenge
 from authql.resolvers.outcomes import AuthOutcome, AuthStatus
 from authql.services.events import AuthEventType
 from authql.services.tokens import digest, new_opaque_token
@@ -36,13 +37,22 @@ async def find_account(identifier: str) -> User | None:
 
 
 async def start_session(
-    ctx: RequestContext, user: User, *, method: str, remember: bool = False
+    ctx: RequestContext,
+    user: User,
+    *,
+    method: str,
+    remember: bool = False,
+    second_factor_done: bool = False,
 ) -> AuthOutcome:
     """Create a session for ``user`` and issue its first access and refresh tokens.
 
-    When the surface carries sessions in a cookie (``ctx.session_transport``), an opaque
-    session token is issued too; only its digest is stored.
+    Every sign-in path ends here, so this is where two-factor authentication holds: an
+    account with 2FA on gets a challenge (status TWO_FACTOR_REQUIRED) instead of a session
+    until ``verify_two_factor`` completes it. When the surface carries sessions in a cookie
+    (``ctx.session_transport``), an opaque session token is issued too (digest stored).
     """
+    if user.two_factor_enabled and not second_factor_done:
+        return await issue_challenge(ctx, user, method=method, remember=remember)
     services = ctx.services
     now = services.clock.now()
     refresh_token = new_opaque_token()
@@ -139,7 +149,7 @@ async def login(
         raise AccountLocked(retry_after=(locked_until - now).total_seconds())
     if user is None or not verification.ok:
         if user is not None:
-            await _record_failure(ctx, user, now)
+            await record_failure(ctx, user, now)
         else:
             services.phantom_lockouts.record_failure(
                 key, now, threshold=settings.lockout_threshold, minutes=settings.lockout_minutes
@@ -162,8 +172,9 @@ async def login(
     return await start_session(ctx, user, method="password", remember=remember)
 
 
-async def _record_failure(ctx: RequestContext, user: User, now: dt.datetime) -> None:
-    """Count a failed password; at the threshold, lock the account and reset the count."""
+async def record_failure(ctx: RequestContext, user: User, now: dt.datetime) -> None:
+    """Count a failed password or second-factor code; at the threshold, lock the account
+    and reset the count."""
     settings = ctx.services.settings
     await User.filter(id=user.id).update(failed_logins=F("failed_logins") + 1)
     failures = await User.filter(id=user.id).first().values_list("failed_logins", flat=True)

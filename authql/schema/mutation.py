@@ -18,6 +18,7 @@ from authql.resolvers import (
 from authql.schema.types import (
     AuthPayload,
     RegisterInput,
+    TotpSetup,
     TwoFactorMethod,
     TwoFactorPreflight,
     UpdateProfileInput,
@@ -150,3 +151,44 @@ class Mutation:
     @strawberry.mutation(description="Sign in with a texted code, or verify a new number.")
     async def verify_sms_code(self, info: strawberry.Info, phone: str, code: str) -> AuthPayload:
         return await passwordless.verify_sms_code(info.context, phone=phone, code=code)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="A new authenticator secret and QR code (confirm next).")
+    async def begin_totp_setup(self, info: strawberry.Info) -> TotpSetup:
+        return await mfa.begin_totp_setup(info.context)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Turn TOTP on with a code; returns backup codes once.")
+    async def confirm_totp_setup(self, info: strawberry.Info, code: str) -> list[str]:
+        return await mfa.confirm_totp_setup(info.context, code=code)
+
+    @strawberry.mutation(description="Complete a pending sign-in with a second factor.")
+    async def verify_two_factor(
+        self,
+        info: strawberry.Info,
+        challenge_token: str,
+        code: str,
+        method: TwoFactorMethod | None = TwoFactorMethod.TOTP,
+    ) -> AuthPayload:
+        chosen = (method or TwoFactorMethod.TOTP).value
+        return await mfa.verify_two_factor(  # type: ignore[return-value]
+            info.context, challenge_token=challenge_token, code=code, method=chosen
+        )
+
+    @strawberry.mutation(description="Text or mail a code for a pending challenge.")
+    async def send_two_factor_code(
+        self, info: strawberry.Info, challenge_token: str, method: TwoFactorMethod
+    ) -> bool:
+        return await mfa.send_two_factor_code(
+            info.context, challenge_token=challenge_token, method=method.value
+        )
+
+    @strawberry.mutation(description="Turn 2FA off; needs a current code.")
+    async def disable_two_factor(self, info: strawberry.Info, code: str) -> bool:
+        return await mfa.disable_two_factor(info.context, code=code)
+
+    @strawberry.mutation(description="New backup codes (the old ones die); needs a current code.")
+    async def regenerate_backup_codes(self, info: strawberry.Info, code: str) -> list[str]:
+        return await mfa.regenerate_backup_codes(info.context, code=code)
+
+    @strawberry.mutation(description="Rotate the authenticator secret; confirm it again.")
+    async def reset_totp(self, info: strawberry.Info, code: str) -> TotpSetup:
+        return await mfa.reset_totp(info.context, code=code)  # type: ignore[return-value]

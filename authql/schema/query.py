@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import strawberry
 
-from authql.resolvers import admin, meta, sessions
+from authql.resolvers import admin, meta, mfa, sessions
 from authql.schema.types import (
     AuthProvider,
     Health,
     PageInfo,
     Session,
     SessionStatus,
+    TwoFactorStatus,
     User,
     UserConnection,
     UserEdge,
@@ -31,6 +32,10 @@ class Query:
     @strawberry.field
     async def my_sessions(self, info: strawberry.Info) -> list[Session]:
         return await sessions.my_sessions(info.context)  # type: ignore[return-value]
+
+    @strawberry.field(description="The caller's two-factor state.")
+    async def two_factor_status(self, info: strawberry.Info) -> TwoFactorStatus:
+        return await mfa.two_factor_status(info.context)  # type: ignore[return-value]
 
     @strawberry.field
     def auth_providers(self, info: strawberry.Info) -> list[AuthProvider]:

@@ -81,6 +81,11 @@ class AuthPayload:
     expires_in: int | None
     challenge_token: str | None
 
+    @strawberry.field(description="Second factors that can complete the challenge.")
+    def two_factor_methods(self) -> list[TwoFactorMethod] | None:
+        methods = self.two_factor_methods  # type: ignore[attr-defined]
+        return None if methods is None else [TwoFactorMethod(method) for method in methods]
+
 
 @strawberry.type
 class AuthProvider:
@@ -141,3 +146,20 @@ class UpdateProfileInput:
     first_name: str | None = strawberry.UNSET
     last_name: str | None = strawberry.UNSET
     phone: str | None = strawberry.UNSET
+
+
+@strawberry.type
+class TwoFactorStatus:
+    enabled: bool
+    backup_codes_remaining: int
+
+    @strawberry.field
+    def methods(self) -> list[TwoFactorMethod]:
+        return [TwoFactorMethod(method) for method in self.methods]  # type: ignore[attr-defined]
+
+
+@strawberry.type(description="A new authenticator secret; active once confirmed.")
+class TotpSetup:
+    secret: str
+    otpauth_url: str
+    qr_code_svg: str

@@ -19,6 +19,7 @@ from authql.services.ratelimit import MemoryRateLimiter, RateLimiter
 from authql.services.sms import ConsoleSms, SmsSender, WebhookSms
 from authql.services.templates import Templates
 from authql.services.tokens import AccessTokenService
+from authql.services.totp import TotpService
 from authql.settings import Settings
 
 
@@ -39,6 +40,7 @@ class Services:
     sms: SmsSender
     templates: Templates
     delivery: DeliveryQueue
+    totp: TotpService
 
     def close(self) -> None:
         self.passwords.close()
@@ -92,6 +94,7 @@ def build_services(
         sms=sms or _default_sms(settings),
         templates=Templates(settings.templates_dir, settings.product_name),
         delivery=DeliveryQueue(on_failure=report_failure),
+        totp=TotpService(settings.secret_key, settings.product_name),
     )
 
 
