@@ -8,9 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pyotp
 import pytest
 
-from authql.models import RefreshToken, Session, User
+from authql.models import RefreshToken, Session
 from authql.resolvers import mfa
 from authql.services.clock import FrozenClock
 from tests.support import PASSWORD, GraphQLClient
@@ -205,11 +206,23 @@ async def test_check_2fa_answers_alike_for_unknown_and_plain_accounts(authcore: 
     assert known.json() == unknown.json() == expected
 
 
+async def enrol_totp(client: GraphQLClient) -> None:
+    """Turn TOTP on for ada@example.com through the GraphQL mutations."""
+    login = await client.login("ada@example.com")
+    token = login.data["login"]["accessToken"]
+    setup = await client.gql("mutation { beginTotpSetup { secret } }", token=token)
+    secret = setup.data["beginTotpSetup"]["secret"]
+    code = pyotp.TOTP(secret).at(client.services.clock.now().timestamp())
+    confirmed = await client.gql(
+        "mutation($c: String!) { confirmTotpSetup(code: $c) }", {"c": code}, token=token
+    )
+    assert len(confirmed.data["confirmTotpSetup"]) == 10
+
+
 async def test_check_2fa_names_the_factors_of_an_enrolled_account(authcore: AuthCore) -> None:
     """An account with a second factor gets requires2FA and lower-case method names."""
     await authcore.register()
-    # 2FA enrolment has no resolver yet; set the flag it will set.
-    await User.filter(email="ada@example.com").update(two_factor_enabled=True)
+    await enrol_totp(authcore.client)
     response = await authcore.http.post(
         f"{PREFIX}/check-2fa", json={"email": "ada@example.com", "password": "anything at all"}
     )
