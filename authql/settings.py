@@ -85,6 +85,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     allowed_redirects: tuple[str, ...] = ()
     require_email_verification: bool = False
+    require_two_factor: bool = False
     rest_dialects: tuple[tuple[str, str], ...] = (("node-auth", "/auth"), ("browsary", "/api/auth"))
     node_auth_csrf: bool = False
     argon2_time_cost: int = 3
@@ -286,6 +287,7 @@ ENVIRONMENT: dict[str, tuple[str, object]] = {
     "AUTHQL_CORS_ORIGINS": ("cors_origins", _csv),
     "AUTHQL_ALLOWED_REDIRECTS": ("allowed_redirects", _csv),
     "AUTHQL_REQUIRE_EMAIL_VERIFICATION": ("require_email_verification", _bool),
+    "AUTHQL_REQUIRE_TWO_FACTOR": ("require_two_factor", _bool),
     "AUTHQL_REST_DIALECTS": ("rest_dialects", parse_dialects),
     "AUTHQL_NODE_AUTH_CSRF": ("node_auth_csrf", _bool),
     "AUTHQL_ARGON2_TIME_COST": ("argon2_time_cost", _int),

@@ -67,6 +67,9 @@ class TwoFactorChallenge(Model):
     digest = fields.CharField(max_length=64, unique=True)
     method = fields.CharField(max_length=64)
     remember = fields.BooleanField(default=False)
+    #: ``verify`` (complete with a factor) or ``setup`` (policy requires 2FA and the
+    #: account has none: the token allows only enrolling TOTP, then becomes ``verify``).
+    purpose = fields.CharField(max_length=16, default="verify")
     created_at = fields.DatetimeField()
     expires_at = fields.DatetimeField(db_index=True)
     attempts = fields.IntField(default=0)

@@ -29,9 +29,12 @@ async def available_methods(user: User) -> tuple[str, ...]:
 
 
 async def issue_challenge(
-    ctx: RequestContext, user: User, *, method: str, remember: bool
+    ctx: RequestContext, user: User, *, method: str, remember: bool, setup: bool = False
 ) -> AuthOutcome:
-    """A single-use, five-minute challenge bound to ``user`` and the first factor used."""
+    """A single-use, five-minute challenge bound to ``user`` and the first factor used.
+
+    ``setup``: the policy requires 2FA and the account has none; the token then allows
+    only enrolling TOTP (after which it completes like any challenge)."""
     token = new_opaque_token()
     now = ctx.services.clock.now()
     await TwoFactorChallenge.create(
@@ -40,9 +43,16 @@ async def issue_challenge(
         digest=digest(token),
         method=method,
         remember=remember,
+        purpose="setup" if setup else "verify",
         created_at=now,
         expires_at=now + dt.timedelta(seconds=CHALLENGE_TTL),
     )
+    if setup:
+        return AuthOutcome(
+            status=AuthStatus.TWO_FACTOR_SETUP_REQUIRED,
+            challenge_token=token,
+            two_factor_methods=("TOTP",),
+        )
     return AuthOutcome(
         status=AuthStatus.TWO_FACTOR_REQUIRED,
         challenge_token=token,

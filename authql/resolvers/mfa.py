@@ -92,11 +92,24 @@ async def _new_pending_secret(ctx: RequestContext, user: User) -> TotpSetupView:
     return TotpSetupView(secret, url, totp.qr_svg(url), totp.qr_png_data_uri(url))
 
 
-async def begin_totp_setup(ctx: RequestContext) -> TotpSetupView:
+async def _enrolling_user(
+    ctx: RequestContext, challenge_token: str | None
+) -> tuple[User, TwoFactorChallenge | None]:
+    """The account being enrolled: the signed-in caller, or the owner of a live ``setup``
+    challenge (policy requires 2FA and the account has none yet)."""
+    if challenge_token is None:
+        principal = ctx.require_principal()
+        return await User.get(id=principal.user.id), None
+    challenge = await _live_challenge(ctx, challenge_token, purpose="setup")
+    return await User.get(id=challenge.user_id), challenge
+
+
+async def begin_totp_setup(
+    ctx: RequestContext, *, challenge_token: str | None = None
+) -> TotpSetupView:
     """A new authenticator secret, its otpauth URL and QR code; nothing is enforced until
     ``confirm_totp_setup``. VALIDATION_ERROR when 2FA is already on (use reset)."""
-    principal = ctx.require_principal()
-    user = await User.get(id=principal.user.id)
+    user, _ = await _enrolling_user(ctx, challenge_token)
     if user.two_factor_enabled:
         raise ValidationFailed("Two-factor authentication is already on; reset it instead.")
     return await _new_pending_secret(ctx, user)
@@ -111,23 +124,27 @@ async def reset_totp(ctx: RequestContext, *, code: str) -> TotpSetupView:
     return await _new_pending_secret(ctx, user)
 
 
-async def confirm_totp_setup(ctx: RequestContext, *, code: str) -> list[str]:
+async def confirm_totp_setup(
+    ctx: RequestContext, *, code: str, challenge_token: str | None = None
+) -> list[str]:
     """Activate the pending secret with a code from the app; returns ten fresh backup codes
-    (shown once). Turning 2FA on ends every other session. INVALID_TOKEN for a wrong code,
-    VALIDATION_ERROR when no setup is pending."""
-    principal = ctx.require_principal()
+    (shown once). Turning 2FA on ends every other session. With a ``setup`` challenge the
+    challenge then completes like any other (``verify_two_factor``). INVALID_TOKEN for a
+    wrong code, VALIDATION_ERROR when no setup is pending."""
+    user, challenge = await _enrolling_user(ctx, challenge_token)
     await spend(ctx, "verify_ip", ctx.ip_address)
     totp = ctx.services.totp
-    credential = await TotpCredential.get_or_none(user_id=principal.user.id)
+    credential = await TotpCredential.get_or_none(user_id=user.id)
     if credential is None or credential.pending_encrypted is None:
         raise ValidationFailed("Start the setup first.")
     secret = totp.decrypt(credential.pending_encrypted)
     step = totp.matching_step(secret, code, ctx.services.clock.now().timestamp())
     if step is None:
         raise InvalidToken("Invalid code.")
-    was_enabled = principal.user.two_factor_enabled
+    was_enabled = user.two_factor_enabled
     codes = totp.new_backup_codes()
     now = ctx.services.clock.now()
+    user_id = str(user.id)
     async with in_transaction():
         await TotpCredential.filter(id=credential.id).update(
             secret_encrypted=credential.pending_encrypted,
@@ -135,15 +152,18 @@ async def confirm_totp_setup(ctx: RequestContext, *, code: str) -> list[str]:
             confirmed_at=now,
             last_step=step,
         )
-        await _replace_backup_codes(ctx, principal.user.id, codes, now)
-        await User.filter(id=principal.user.id).update(two_factor_enabled=True)
+        await _replace_backup_codes(ctx, user_id, codes, now)
+        await User.filter(id=user.id).update(two_factor_enabled=True)
+        if challenge is not None:
+            await TwoFactorChallenge.filter(id=challenge.id).update(purpose="verify")
+    current = ctx.principal.session.id if ctx.principal else None
     if not was_enabled:
-        await revoke_sessions(ctx, principal.user.id, keep=principal.session.id)
+        await revoke_sessions(ctx, user_id, keep=current)
     await emit(
         ctx,
         AuthEventType.TWO_FACTOR_ENABLED,
-        user_id=principal.user.id,
-        session_id=principal.session.id,
+        user_id=user_id,
+        session_id=current,
         reset=was_enabled,
     )
     return codes
@@ -248,11 +268,14 @@ async def _wrong_code(ctx: RequestContext, user: User) -> None:
     await emit(ctx, AuthEventType.TWO_FACTOR_FAILED, user_id=str(user.id), success=False)
 
 
-async def _live_challenge(ctx: RequestContext, token: str) -> TwoFactorChallenge:
+async def _live_challenge(
+    ctx: RequestContext, token: str, *, purpose: str = "verify"
+) -> TwoFactorChallenge:
     now = ctx.services.clock.now()
     challenge = await TwoFactorChallenge.get_or_none(digest=digest(token)) if token else None
     if (
         challenge is None
+        or challenge.purpose != purpose
         or challenge.used_at is not None
         or challenge.expires_at <= now
         or challenge.attempts >= MAX_CHALLENGE_ATTEMPTS

@@ -9,11 +9,13 @@ from authql.views import SessionView, UserView
 
 
 class AuthStatus(enum.Enum):
-    """The contract's AuthStatus."""
+    """The contract's AuthStatus (plus TWO_FACTOR_SETUP_REQUIRED)."""
 
     OK = "OK"
     TWO_FACTOR_REQUIRED = "TWO_FACTOR_REQUIRED"
     EMAIL_NOT_VERIFIED = "EMAIL_NOT_VERIFIED"
+    #: Policy requires 2FA and the account has none: the challenge allows only TOTP setup.
+    TWO_FACTOR_SETUP_REQUIRED = "TWO_FACTOR_SETUP_REQUIRED"
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,11 @@ async def start_session(
     until ``verify_two_factor`` completes it. When the surface carries sessions in a cookie
     (``ctx.session_transport``), an opaque session token is issued too (digest stored).
     """
-    if user.two_factor_enabled and not second_factor_done:
-        return await issue_challenge(ctx, user, method=method, remember=remember)
+    if not second_factor_done:
+        if user.two_factor_enabled:
+            return await issue_challenge(ctx, user, method=method, remember=remember)
+        if ctx.services.settings.require_two_factor:
+            return await issue_challenge(ctx, user, method=method, remember=remember, setup=True)
     services = ctx.services
     now = services.clock.now()
     refresh_token = new_opaque_token()

@@ -153,12 +153,20 @@ class Mutation:
         return await passwordless.verify_sms_code(info.context, phone=phone, code=code)  # type: ignore[return-value]
 
     @strawberry.mutation(description="A new authenticator secret and QR code (confirm next).")
-    async def begin_totp_setup(self, info: strawberry.Info) -> TotpSetup:
-        return await mfa.begin_totp_setup(info.context)  # type: ignore[return-value]
+    async def begin_totp_setup(
+        self, info: strawberry.Info, challenge_token: str | None = None
+    ) -> TotpSetup:
+        return await mfa.begin_totp_setup(  # type: ignore[return-value]
+            info.context, challenge_token=challenge_token
+        )
 
     @strawberry.mutation(description="Turn TOTP on with a code; returns backup codes once.")
-    async def confirm_totp_setup(self, info: strawberry.Info, code: str) -> list[str]:
-        return await mfa.confirm_totp_setup(info.context, code=code)
+    async def confirm_totp_setup(
+        self, info: strawberry.Info, code: str, challenge_token: str | None = None
+    ) -> list[str]:
+        return await mfa.confirm_totp_setup(
+            info.context, code=code, challenge_token=challenge_token
+        )
 
     @strawberry.mutation(description="Complete a pending sign-in with a second factor.")
     async def verify_two_factor(
