@@ -51,10 +51,15 @@ async def start_session(
     until ``verify_two_factor`` completes it. When the surface carries sessions in a cookie
     (``ctx.session_transport``), an opaque session token is issued too (digest stored).
     """
+    settings = ctx.services.settings
+    if settings.require_email_verification and not user.email_verified:
+        # Whatever the first factor (password, SMS code, reset link), an unverified address
+        # gets no session while the policy asks for verification.
+        return AuthOutcome(status=AuthStatus.EMAIL_NOT_VERIFIED, user=await UserView.load(user))
     if not second_factor_done:
         if user.two_factor_enabled:
             return await issue_challenge(ctx, user, method=method, remember=remember)
-        if ctx.services.settings.require_two_factor:
+        if settings.require_two_factor:
             return await issue_challenge(ctx, user, method=method, remember=remember, setup=True)
     services = ctx.services
     now = services.clock.now()
@@ -170,8 +175,6 @@ async def login(
         updates["password_hash"] = await services.passwords.hash(password)
     await User.filter(id=user.id).update(**updates)
     services.limiter.reset("login", key)
-    if services.settings.require_email_verification and not user.email_verified:
-        return AuthOutcome(status=AuthStatus.EMAIL_NOT_VERIFIED, user=await UserView.load(user))
     return await start_session(ctx, user, method="password", remember=remember)
 
 

@@ -9,9 +9,10 @@ DIALECTS.md section 1. Where the docs and the code disagree the code wins (``/me
 Native prefix ``/auth``. Transport: cookie mode by default (HttpOnly ``accessToken``, path
 ``/``, and ``refreshToken``, path ``<prefix>/refresh``; with an https public URL they are
 ``__Host-accessToken`` and ``__Secure-refreshToken``); a request header
-``X-Auth-Strategy: bearer`` on ``/login`` or ``/refresh`` returns the tokens in the body and
-sets no cookie. Protected routes read ``Authorization: Bearer`` first, then the access
-cookie, and answer 403 (not 401) without a valid one. With ``AUTHQL_NODE_AUTH_CSRF`` on,
+``X-Auth-Strategy: bearer`` on ``/login``, ``/refresh``, ``/reset-password``,
+``/magic-link/verify`` or ``/sms/verify`` returns the tokens in the body and sets no
+cookie. Protected routes read ``Authorization: Bearer`` first, then the access cookie, and
+answer 403 (not 401) without a valid one. With ``AUTHQL_NODE_AUTH_CSRF`` on,
 token issue also sets a readable ``csrf-token`` cookie (``__Host-csrf-token`` over https),
 and cookie-authenticated non-GET requests must echo it in ``X-CSRF-Token`` (403
 ``CSRF_INVALID``, message ``CSRF token validation failed`` as in the middleware's code);
@@ -20,9 +21,13 @@ anything unexpected is 500 ``{error: 'Internal server error'}``.
 
 Served (relative to the prefix): POST /register, POST /login, POST /logout, POST /refresh,
 GET /me, PATCH /profile, POST /change-password, GET /sessions, DELETE /sessions/{handle},
-POST /sessions/cleanup. Password reset, email verification and change, magic links, SMS,
-2FA, OAuth, account linking and account deletion come with those authql flows (404 until
-then); so does the 2FA login challenge.
+POST /sessions/cleanup; and, in ``node_auth_mail`` (a helper module this class inherits
+from): POST /forgot-password, POST /reset-password, POST /send-verification-email,
+GET /verify-email, POST /change-email/request, POST /change-email/confirm,
+POST /magic-link/send, POST /magic-link/verify, POST /sms/send, POST /sms/verify,
+POST /add-phone. 2FA, OAuth, account linking and account deletion come with those authql
+flows (404 until then); so do the 2FA login challenge and the ``mode: '2fa'`` variants of
+the magic-link and SMS routes (``mode`` and ``tempToken`` are ignored for now).
 
 Deliberate deviations (security):
 - ``POST /sessions/cleanup`` needs an admin (upstream it is public): 403
@@ -43,7 +48,34 @@ Deliberate deviations (security):
   ``__Secure-refreshToken``: upstream names it ``__Host-`` although browsers refuse
   ``__Host-`` cookies whose path is not ``/``.
 - With CSRF on, a cookie-authenticated logout needs ``X-CSRF-Token`` too (upstream's logout
-  skips the check); a logout whose cookie is already dead still succeeds.
+  skips the check); a logout whose cookie is already dead still succeeds. So do
+  ``/sms/send`` and ``/sms/verify`` when a live access cookie comes with them (signed in,
+  they add and verify a phone number).
+- Mail and SMS leave in the background: ``/forgot-password``, ``/magic-link/send`` and
+  ``/sms/send`` by ``email`` (or ``phone``) answer the same ``{success: true}``, in the same
+  time, for existing and unknown accounts. ``/sms/send`` by email for an account without a
+  phone number is a silent 200 too (upstream: 400 ``PHONE_NOT_SET``, which enumerates);
+  by ``userId`` it keeps upstream's 404 ``{error: 'User not found'}`` and 400
+  ``{error: 'User does not have a phone number configured', code: 'PHONE_NOT_SET'}``.
+- Every link and code is single use, stored as a digest, bound to its purpose (a reset
+  token is refused by ``/magic-link/verify``, ...), and dies when a newer one is sent.
+  SMS codes die after ``AUTHQL_CODE_MAX_ATTEMPTS`` wrong guesses (upstream: unlimited).
+- ``/reset-password`` ends every session of the account (upstream keeps them) and clears a
+  lockout; in bearer mode it signs in (a new session, tokens in the body), in cookie mode
+  it answers ``{success: true}`` without signing in, as upstream.
+- ``/change-email/request`` asks accounts with a password for it (``password``, or
+  ``currentPassword``): missing or wrong is 401 ``{error: 'Password is incorrect', code:
+  'INVALID_CREDENTIALS'}``. Accounts without a password need none, so upstream's 403
+  ``PASSWORD_REQUIRED`` never occurs. The old address gets a notice at request time as
+  well as after the change; sessions are kept. The 409 for a taken address comes after the
+  password check.
+- ``/sms/verify`` answers an unknown ``userId`` like a wrong code (401 ``Invalid or expired
+  SMS code``; upstream 404 after the code check).
+- ``/add-phone`` does not store the number at once (upstream does, unverified): it texts a
+  code to it (400 ``VALIDATION_ERROR`` for a malformed number or one another account has);
+  ``POST /sms/verify {phone, code}`` while signed in then sets and verifies it and answers
+  ``{success: true}`` (no new session). ``phoneNumber: null`` (clearing the number) is
+  not supported: 400.
 
 [inferred] choices:
 - Register maps ``email``, ``password``, ``username``, ``firstName``, ``lastName``, ``name``
@@ -64,6 +96,31 @@ Deliberate deviations (security):
   ``expiresAt``, ``lastActiveAt`` (ISO 8601, milliseconds, ``Z``), ``ipAddress``,
   ``userAgent`` and ``current``.
 - Other codes: 403 ``2FA_REQUIRED``, 502 ``PROVIDER_ERROR``; 404 bodies are ``{error}``.
+- Mail links are ``<AUTHQL_PUBLIC_URL><prefix>/<route>?token=``, as upstream's
+  ``buildUiLink`` (without its UI): ``/reset-password``, ``/verify-email``,
+  ``/change-email/confirm`` and ``/magic-link/verify``. ``GET /verify-email`` completes
+  from the link itself; the other three are POST routes, so the operator's frontend serves
+  the page at that path and POSTs the token (as upstream expects of ``siteUrl``). Upstream
+  picks the site from an allow-listed ``Origin``/``Referer``; authql always uses the
+  public URL. ``emailLang`` is accepted and ignored (one set of templates).
+- Route errors in upstream's words (no ``code`` unless noted): ``/reset-password`` 400
+  ``Invalid reset token`` / ``Reset token has expired``; ``/verify-email`` 400 ``Token is
+  required`` / ``Invalid verification token`` / ``Verification token has expired``;
+  ``/send-verification-email`` 400 ``Email is already verified``; ``/change-email/confirm``
+  400 ``Invalid email-change token`` / ``Email-change token has expired``; both change-email
+  routes 409 ``Email address is already in use``; ``/magic-link/send`` 400 ``email is
+  required``; ``/magic-link/verify`` 401 ``Invalid magic link token``
+  (``INVALID_MAGIC_LINK``) / ``Magic link token has expired`` (``MAGIC_LINK_EXPIRED``);
+  ``/sms/send`` 400 ``userId or email is required``; ``/sms/verify`` 400 ``userId is
+  required``, 400 ``code is required`` [inferred], 401 ``Invalid or expired SMS code``.
+  Weak passwords and malformed addresses or numbers are 400 ``VALIDATION_ERROR``.
+- ``/sms/send`` and ``/sms/verify`` also take ``phone`` (or ``phoneNumber``) instead of
+  ``userId``; ``/sms/send`` picks ``email``, then ``userId``, then ``phone``. ``/sms/send
+  {phone}`` while signed in texts a code for a new number, like ``/add-phone``.
+- ``/reset-password`` takes ``password`` (code) or ``newPassword`` (docs).
+- For an account with 2FA on, ``/magic-link/verify``, ``/sms/verify`` and bearer-mode
+  ``/reset-password`` answer as ``/login`` does (403 ``2FA_REQUIRED``) until node-auth's
+  2FA challenge is rendered; the password reset itself has happened by then.
 """
 
 from __future__ import annotations
@@ -90,13 +147,13 @@ from authql.errors import (
 from authql.resolvers import accounts, admin, passwords, sessions
 from authql.resolvers.outcomes import AuthOutcome, AuthStatus
 from authql.rest_compat._base import (
-    Dialect,
     DialectRequest,
     Endpoint,
     clear_cookie,
     json_response,
     set_cookie,
 )
+from authql.rest_compat.node_auth_mail import NodeAuthMailRoutes, Said, bearer_strategy
 from authql.services.tokens import same_secret
 from authql.settings import Settings
 from authql.views import SessionView
@@ -109,6 +166,8 @@ NO_ACCESS_TOKEN = "No access token provided"
 BAD_ACCESS_TOKEN = "Invalid or expired access token"
 NO_REFRESH_TOKEN = "No refresh token provided"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Public routes that act on the caller's account when one is signed in (CSRF applies then).
+_PRINCIPAL_AWARE = frozenset({"/logout", "/sms/send", "/sms/verify"})
 
 #: ErrorCode -> (HTTP status, node-auth code or None, message; None = the resolver's own).
 _ERRORS: dict[ErrorCode, tuple[int, str | None, str | None]] = {
@@ -183,10 +242,6 @@ def _session_info(session: SessionView) -> dict[str, Any]:
     }
 
 
-def _bearer_strategy(request: DialectRequest) -> bool:
-    return request.request.headers.get("x-auth-strategy", "").strip().lower() == "bearer"
-
-
 def _signed_in(outcome: AuthOutcome) -> AuthOutcome:
     """The outcome if it carries tokens; a pending step becomes its AuthError."""
     if outcome.status is AuthStatus.EMAIL_NOT_VERIFIED:
@@ -196,7 +251,7 @@ def _signed_in(outcome: AuthOutcome) -> AuthOutcome:
     return outcome
 
 
-class NodeAuthDialect(Dialect):
+class NodeAuthDialect(NodeAuthMailRoutes):
     """node-auth's auth router: JWT cookies (or Bearer), ``{success:true}``, ``{error, code}``."""
 
     name = "node-auth"
@@ -273,9 +328,12 @@ class NodeAuthDialect(Dialect):
                 "Delete expired and revoked sessions (admins only)",
                 authenticated=True,
             ),
+            *self.mail_endpoints(),
         ]
 
     def render_error(self, error: AuthError) -> tuple[int, dict[str, Any]]:
+        if isinstance(error, Said):  # upstream's own words for one route (node_auth_mail)
+            return error.status, dict(error.body)
         status, code, message = _ERRORS.get(error.code, _ERRORS[ErrorCode.INTERNAL])
         if error.code is ErrorCode.VALIDATION_ERROR:
             details = "; ".join(f"{field}: {text}" for field, text in error.fields.items())
@@ -307,7 +365,7 @@ class NodeAuthDialect(Dialect):
     async def before(self, request: DialectRequest, endpoint: Endpoint) -> None:
         """Protected routes: 403 without a credential, then the CSRF double-submit check for
         cookie credentials on unsafe methods, then 403 for a refused credential."""
-        guarded = endpoint.authenticated or endpoint.path == "/logout"
+        guarded = endpoint.authenticated or endpoint.path in _PRINCIPAL_AWARE
         if not guarded:
             return
         context, http = request.context, request.request
@@ -334,7 +392,7 @@ class NodeAuthDialect(Dialect):
         http = request.request
         if (
             not self.settings.node_auth_csrf
-            or _bearer_strategy(request)
+            or bearer_strategy(request)
             or bearer_token(http.headers.get("authorization"))
             or _read_cookie(http, self.settings, CSRF_COOKIE)
         ):
@@ -357,9 +415,11 @@ class NodeAuthDialect(Dialect):
         )
 
     def _issue(self, request: DialectRequest, outcome: AuthOutcome) -> Response:
-        """Tokens in the body (bearer strategy) or as cookies with ``{success: true}``."""
+        """Tokens in the body (bearer strategy) or as cookies with ``{success: true}``; a
+        pending step (unverified email, 2FA) becomes its AuthError."""
+        outcome = _signed_in(outcome)
         assert outcome.access_token and outcome.refresh_token and outcome.session
-        if _bearer_strategy(request):
+        if bearer_strategy(request):
             return json_response(
                 {
                     "success": True,
@@ -428,7 +488,7 @@ class NodeAuthDialect(Dialect):
         if not identifier or not password:
             raise InvalidCredentials()
         outcome = await sessions.login(request.context, identifier=identifier, password=password)
-        return self._issue(request, _signed_in(outcome))
+        return self._issue(request, outcome)
 
     async def logout(self, request: DialectRequest) -> Response:
         if request.context.principal is not None:
@@ -444,7 +504,7 @@ class NodeAuthDialect(Dialect):
         if not token:
             return json_response({"error": NO_REFRESH_TOKEN}, 401)
         outcome = await sessions.refresh(request.context, refresh_token=token)
-        return self._issue(request, _signed_in(outcome))
+        return self._issue(request, outcome)
 
     async def me(self, request: DialectRequest) -> Response:
         principal = request.context.require_principal()

@@ -70,6 +70,7 @@ STATE_CHANGING = frozenset(
         AuthEventType.PASSWORD_CHANGED,
         AuthEventType.PASSWORD_RESET,
         AuthEventType.EMAIL_VERIFIED,
+        AuthEventType.SMS_CODE_VERIFIED,
         AuthEventType.EMAIL_CHANGED,
         AuthEventType.TWO_FACTOR_ENABLED,
         AuthEventType.TWO_FACTOR_DISABLED,
