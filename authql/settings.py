@@ -114,6 +114,8 @@ class Settings:
     magic_link_ttl: int = 900
     sms_code_ttl: int = 600
     code_max_attempts: int = 5
+    delivery_attempts: int = 4
+    delivery_backoff: float = 0.5
 
     @property
     def production(self) -> bool:
@@ -317,6 +319,8 @@ ENVIRONMENT: dict[str, tuple[str, object]] = {
     "AUTHQL_MAGIC_LINK_TTL": ("magic_link_ttl", _int),
     "AUTHQL_SMS_CODE_TTL": ("sms_code_ttl", _int),
     "AUTHQL_CODE_MAX_ATTEMPTS": ("code_max_attempts", _int),
+    "AUTHQL_DELIVERY_ATTEMPTS": ("delivery_attempts", _int),
+    "AUTHQL_DELIVERY_BACKOFF": ("delivery_backoff", float),
     "AUTHQL_LOG_LEVEL": ("log_level", lambda raw: raw.strip().lower()),
     "AUTHQL_LOG_FORMAT": ("log_format", lambda raw: raw.strip().lower()),
 }

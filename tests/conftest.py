@@ -86,6 +86,7 @@ def settings_for_tests(**overrides: Any) -> Settings:
         argon2_memory_kib=8,
         argon2_parallelism=1,
         session_cache_seconds=60.0,
+        delivery_backoff=0.01,
     )
     return replace(base, **overrides)
 

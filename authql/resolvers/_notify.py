@@ -27,10 +27,26 @@ def check_return_url(
     raise ValidationFailed("Return URL not allowed.", fields={field: "Not an allowed URL."})
 
 
-def link(ctx: RequestContext, base: str | None, token: str, return_url: str | None) -> str:
+#: The page each flow's link opens when neither the client nor the surface names one.
+DEFAULT_PAGES = {
+    "verify_email": "/verify-email",
+    "password_reset": "/reset-password",
+    "email_change_confirm": "/confirm-email",
+    "magic_link": "/magic-link",
+}
+
+
+def link(
+    ctx: RequestContext,
+    base: str | None,
+    token: str,
+    return_url: str | None,
+    *,
+    page: str = "",
+) -> str:
     """The URL a mail carries: the client's (validated) return URL, else the surface's
-    default page, else ``<public url>/<fallback>``, with ``token`` added as a parameter."""
-    target = return_url or base or ctx.services.settings.public_url
+    default page, else ``<public url><page>``, with ``token`` added as a parameter."""
+    target = return_url or base or ctx.services.settings.public_url + page
     separator = "&" if "?" in target else "?"
     return f"{target}{separator}{urlencode({'token': token})}"
 

@@ -11,6 +11,7 @@ from tortoise.transactions import in_transaction
 from authql.context import RequestContext
 from authql.errors import Conflict, ValidationFailed
 from authql.models import User, UserRole
+from authql.resolvers import verification
 from authql.resolvers._common import (
     check_email,
     check_password,
@@ -39,12 +40,14 @@ async def register(
     phone: str | None = None,
     sign_in: bool = True,
     remember: bool = False,
+    verification_link_base: str | None = None,
 ) -> AuthOutcome:
     """Create a password account and (unless ``sign_in`` is false) sign it in.
 
     Raises VALIDATION_ERROR (all field problems at once), CONFLICT when the email, username
     or phone is taken, RATE_LIMITED per ip. With email verification required the account is
-    created but the outcome is EMAIL_NOT_VERIFIED and carries no tokens. Surfaces whose
+    created, a verification link is mailed (to ``verification_link_base`` when the surface
+    has its own page) and the outcome is EMAIL_NOT_VERIFIED with no tokens. Surfaces whose
     product does not sign in on registration pass ``sign_in=False``: the outcome then
     carries the user and no session.
     """
@@ -87,6 +90,8 @@ async def register(
         raise Conflict("Email or username already in use.") from None
     await emit(ctx, AuthEventType.REGISTERED, user_id=str(user.id), method="password")
     if ctx.services.settings.require_email_verification:
+        # The account cannot sign in until verified, so the link goes out at once.
+        await verification.send_link(ctx, user, link_base=verification_link_base)
         return AuthOutcome(status=AuthStatus.EMAIL_NOT_VERIFIED, user=await UserView.load(user))
     if not sign_in:
         return AuthOutcome(status=AuthStatus.OK, user=await UserView.load(user))

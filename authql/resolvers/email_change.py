@@ -50,7 +50,9 @@ async def request_email_change(
         email,
         "email_change_confirm",
         email=email,
-        link=_notify.link(ctx, link_base, token, return_url),
+        link=_notify.link(
+            ctx, link_base, token, return_url, page=_notify.DEFAULT_PAGES["email_change_confirm"]
+        ),
         minutes=_notify.minutes(settings.email_change_ttl),
     )
     _notify.mail(ctx, user.email, "email_change_notice", email=email)

@@ -44,7 +44,9 @@ async def send_magic_link(
             ctx,
             user.email,
             "magic_link",
-            link=_notify.link(ctx, link_base, token, return_url),
+            link=_notify.link(
+                ctx, link_base, token, return_url, page=_notify.DEFAULT_PAGES["magic_link"]
+            ),
             minutes=_notify.minutes(ttl),
         )
         await emit(ctx, AuthEventType.MAGIC_LINK_SENT, user_id=str(user.id))

@@ -47,7 +47,9 @@ async def request_password_reset(
             ctx,
             user.email,
             "password_reset",
-            link=_notify.link(ctx, link_base, token, return_url),
+            link=_notify.link(
+                ctx, link_base, token, return_url, page=_notify.DEFAULT_PAGES["password_reset"]
+            ),
             minutes=_notify.minutes(settings.password_reset_ttl),
         )
         await emit(ctx, AuthEventType.PASSWORD_RESET_REQUESTED, user_id=str(user.id))
@@ -62,8 +64,9 @@ async def reset_password(
     """Set a new password from a reset link; every session of the account ends.
 
     The password is checked before the token is spent, so a weak choice does not burn the
-    link. Clears any lockout (the owner proved control of the mailbox). With ``sign_in`` a
-    new session starts. Raises VALIDATION_ERROR, INVALID_TOKEN, RATE_LIMITED."""
+    link. Clears any lockout and marks the address verified (the owner proved control of
+    the mailbox). With ``sign_in`` a sign-in follows (a session, or the 2FA challenge).
+    Raises VALIDATION_ERROR, INVALID_TOKEN, RATE_LIMITED."""
     await spend(ctx, "verify_ip", ctx.ip_address)
     check_password(ctx, password)
     record = await ctx.services.one_time.consume_link(token, PURPOSE)
@@ -73,12 +76,13 @@ async def reset_password(
         user = await User.get_or_none(id=record.user_id, deleted_at=None)
         if user is None:
             raise InvalidToken()
+        # The link was read in the account's mailbox: that verifies the address too.
         await User.filter(id=user.id).update(
-            password_hash=password_hash, failed_logins=0, locked_until=None
+            password_hash=password_hash, failed_logins=0, locked_until=None, email_verified=True
         )
         revoked = await Session.filter(user_id=user.id, revoked_at=None).update(revoked_at=now)
     await ctx.services.one_time.revoke(str(user.id), PURPOSE)
-    user.password_hash = password_hash
+    user.password_hash, user.email_verified = password_hash, True
     await emit(ctx, AuthEventType.PASSWORD_RESET, user_id=str(user.id), sessions_revoked=revoked)
     if sign_in:
         return await start_session(ctx, user, method="password_reset")

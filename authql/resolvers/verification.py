@@ -41,10 +41,17 @@ async def _send(
             ctx,
             user.email,
             "verify_email",
-            link=_notify.link(ctx, link_base, secret, return_url),
+            link=_notify.link(
+                ctx, link_base, secret, return_url, page=_notify.DEFAULT_PAGES["verify_email"]
+            ),
             minutes=_notify.minutes(ttl),
         )
     await emit(ctx, AuthEventType.EMAIL_VERIFICATION_SENT, user_id=str(user.id))
+
+
+async def send_link(ctx: RequestContext, user: User, *, link_base: str | None = None) -> None:
+    """Mail ``user`` a verification link now (a fresh account under a verification policy)."""
+    await _send(ctx, user, return_url=None, link_base=link_base, code=False)
 
 
 async def send_verification_email(

@@ -13,16 +13,34 @@ cookie ``authcore.csrf-token`` (``__Host-`` prefixed under https) guards sign-in
 sign-out. Envelope: ``{success:true, data}`` / ``{success:false, error:{message, code}}``;
 the NextAuth routes answer in NextAuth's own shapes (``{csrfToken}``, ``{url}``, the session
 object). Rate limits [doc]: authRoute routes (register, check-2fa, signin/callback
-credentials) spend ``authcore_auth`` (5 / 15 min / ip); publicRoute read-only routes (csrf,
-providers, session) spend ``authcore_public`` (20 / min / ip); 429 carries Retry-After and
-RateLimit-* headers.
+credentials, magic-link, verify-email, resend-verification, forgot-password,
+reset-password) spend ``authcore_auth`` (5 / 15 min / ip); publicRoute read-only routes
+(csrf, providers, session) spend ``authcore_public`` (20 / min / ip); 429 carries
+Retry-After and RateLimit-* headers. ``GET /verify`` (the emailed link) spends only
+authql's own ``verify_ip`` budget.
+
+Mail routes: ``POST /magic-link {email, callbackUrl?}`` and ``POST /resend-verification
+{email}`` and ``POST /forgot-password {email}`` always answer 200 ``{success:true}`` (same
+body, status and timing for unknown, verified or unverified accounts; the mail is sent in
+the background). ``GET /verify?token=[&callbackUrl=]`` redeems a magic link: sets the
+session cookie and 302s to ``callbackUrl`` or ``/demo/dashboard`` [doc]. ``POST
+/verify-email {token}`` answers ``{success:true, data:{user}}`` (no sign-in); ``POST
+/reset-password {token, password}`` answers ``{success:true}`` (no sign-in; every session
+of the account ends and this request's session cookie, if any, is cleared).
 
 Deliberate deviations (security):
 - ``check-2fa`` never looks at the password (accepted and ignored) and answers unknown
   accounts like accounts without a factor: no enumeration, no password oracle.
 - ``callbackUrl`` may only be a relative path, the public URL's origin, or an entry of
-  ``allowed_redirects``; anything else silently becomes the public URL (as NextAuth's default
-  redirect callback does for foreign origins). Never an open redirect.
+  ``allowed_redirects``; on sign-in/sign-out and ``GET /verify`` anything else silently
+  becomes the default target (as NextAuth's default redirect callback does for foreign
+  origins); on ``POST /magic-link`` it is 400 VALIDATION_ERROR (``fields.callbackUrl``).
+  Never an open redirect. The callbackUrl carried by a magic link is checked again when the
+  link is used (instead of upstream's signature over it), so an edited link cannot redirect
+  elsewhere.
+- Magic-link, verification and reset tokens are authql's: 256-bit, stored as digests,
+  single use, purpose-bound, expiring (magic link 15 min, reset 1 h, verification per
+  ``email_verification_ttl``); a resend kills the earlier link.
 - The cookie carries a revocable authql session, not a NextAuth JWE: a session revoked on any
   surface is refused at once. Bearer accepts authql access tokens only (never challenge
   tokens).
@@ -31,7 +49,7 @@ Deliberate deviations (security):
   403 FORBIDDEN instead of NextAuth's redirect to ``/signin?csrf=true``.
 
 [inferred] choices:
-- Statuses: VALIDATION_ERROR 400; UNAUTHORIZED, INVALID_CREDENTIALS, INVALID_TOKEN 401;
+- Statuses: VALIDATION_ERROR, INVALID_TOKEN 400; UNAUTHORIZED, INVALID_CREDENTIALS 401;
   FORBIDDEN, EMAIL_NOT_VERIFIED, TWO_FACTOR_REQUIRED 403; NOT_FOUND 404; CONFLICT 409;
   ACCOUNT_LOCKED 423; RATE_LIMITED 429; PROVIDER_ERROR and INTERNAL 500. ``error.fields``
   ({field: message}) is added when an error names fields (password policy, taken email).
@@ -48,6 +66,22 @@ Deliberate deviations (security):
   a valid one is reused by ``GET /csrf`` (as NextAuth does).
 - ``GET /session`` reports the session's absolute expiry (no NextAuth sliding ``updateAge``)
   and clears a dead session cookie; ``POST /signout`` works without a session (NextAuth).
+- Mail links: the magic link is ``<public URL><prefix>/verify?callbackUrl=<url>&token=``
+  (callbackUrl only when given); the verification link opens ``<public URL>/verify-email
+  ?token=`` and the reset link ``<public URL>/reset-password?token=`` (the app's pages, which
+  POST the token to ``verify-email`` / ``reset-password``). None of these routes takes a
+  return URL of its own.
+- ``GET /verify`` with a missing, unknown, used or expired token 302s to ``<prefix>/error
+  ?error=Verification`` (NextAuth's email-sign-in error); a caller whose ``Accept`` asks for
+  JSON (and not HTML) gets 400 ``INVALID_TOKEN`` in the envelope instead, and on success
+  200 ``{success:true, data:{user, url}}`` with the cookie. For an account with 2FA on, a
+  good link signs nobody in (no second factor was given): 302 to ``<prefix>/error
+  ?error=TwoFactorRequired`` (JSON callers: 403 ``TWO_FACTOR_REQUIRED``); the link is spent
+  and the email counts as verified.
+- ``reset-password`` also accepts ``newPassword`` for ``password``; reset and verify-email
+  answer 400 ``INVALID_TOKEN`` for any bad token (used, unknown, expired, wrong purpose).
+- Register sends no verification mail by itself: the client calls ``resend-verification``
+  (``steps`` still lists ``verify_email`` when verification is required).
 """
 
 from __future__ import annotations
@@ -57,14 +91,30 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from authql.context import RequestContext, authenticate, authenticate_session_token, bearer_token
-from authql.errors import AuthError, ErrorCode, Forbidden, InvalidCredentials
-from authql.resolvers import accounts, meta, mfa, sessions
+from authql.errors import (
+    AuthError,
+    ErrorCode,
+    Forbidden,
+    InvalidCredentials,
+    InvalidToken,
+    TwoFactorRequired,
+    ValidationFailed,
+)
+from authql.resolvers import (
+    accounts,
+    meta,
+    mfa,
+    passwordless,
+    recovery,
+    sessions,
+    verification,
+)
 from authql.resolvers.outcomes import AuthStatus
 from authql.rest_compat._base import (
     Dialect,
@@ -81,12 +131,17 @@ from authql.views import UserView
 SESSION_COOKIE = "authcore.session-token"
 CSRF_COOKIE = "authcore.csrf-token"
 _CSRF_PATHS = frozenset({"/signin/credentials", "/callback/credentials", "/signout"})
+#: Where ``GET /verify`` sends a signed-in user when the link carries no callbackUrl [doc].
+DEFAULT_VERIFY_REDIRECT = "/demo/dashboard"
+#: The app pages (under the public URL) that verification and reset mails open [inferred].
+VERIFY_EMAIL_PAGE = "/verify-email"
+RESET_PASSWORD_PAGE = "/reset-password"
 
 _STATUS: dict[ErrorCode, int] = {
     ErrorCode.VALIDATION_ERROR: 400,
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.INVALID_CREDENTIALS: 401,
-    ErrorCode.INVALID_TOKEN: 401,
+    ErrorCode.INVALID_TOKEN: 400,
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.EMAIL_NOT_VERIFIED: 403,
     ErrorCode.TWO_FACTOR_REQUIRED: 403,
@@ -223,6 +278,59 @@ class AuthCoreDialect(Dialect):
                 body={"csrfToken": "string", "callbackUrl": "string", "json": "boolean"},
                 required=("csrfToken",),
             ),
+            Endpoint(
+                "POST",
+                "/magic-link",
+                self.magic_link,
+                "Mail a single-use sign-in link (always 200)",
+                body={"email": "string", "callbackUrl": "string"},
+                required=("email",),
+                rate_limit=auth,
+            ),
+            Endpoint(
+                "GET",
+                "/verify",
+                self.verify,
+                "Redeem a magic link: session cookie, then 302 to callbackUrl",
+                query={"token": "string", "callbackUrl": "string"},
+                status=302,
+            ),
+            Endpoint(
+                "POST",
+                "/verify-email",
+                self.verify_email,
+                "Mark the email verified from an emailed token",
+                body={"token": "string"},
+                required=("token",),
+                rate_limit=auth,
+            ),
+            Endpoint(
+                "POST",
+                "/resend-verification",
+                self.resend_verification,
+                "Mail a new verification link (always 200)",
+                body={"email": "string"},
+                required=("email",),
+                rate_limit=auth,
+            ),
+            Endpoint(
+                "POST",
+                "/forgot-password",
+                self.forgot_password,
+                "Mail a password reset link (always 200)",
+                body={"email": "string"},
+                required=("email",),
+                rate_limit=auth,
+            ),
+            Endpoint(
+                "POST",
+                "/reset-password",
+                self.reset_password,
+                "Set a new password from an emailed token; every session ends",
+                body={"token": "string", "password": "string"},
+                required=("token", "password"),
+                rate_limit=auth,
+            ),
         ]
 
     def render_error(self, error: AuthError) -> tuple[int, dict[str, Any]]:
@@ -338,6 +446,84 @@ class AuthCoreDialect(Dialect):
         clear_cookie(response, self.settings, session_cookie_name(self.settings))
         return response
 
+    # --- mail routes -------------------------------------------------------------------------
+
+    async def magic_link(self, request: DialectRequest) -> Response:
+        email = await request.require("email")
+        callback = self._checked_callback(await request.string("callbackUrl", required=False))
+        base = self._absolute(self.url("/verify"))
+        if callback:
+            base += "?" + urlencode({"callbackUrl": callback})
+        await passwordless.send_magic_link(request.context, email=email, link_base=base)
+        return json_response({"success": True})
+
+    async def verify(self, request: DialectRequest) -> Response:
+        as_json = _accepts_json(request.request)
+        try:
+            outcome = await passwordless.verify_magic_link(
+                request.context, token=request.query("token") or ""
+            )
+        except InvalidToken as error:
+            if as_json:
+                return self.error_response(error)
+            return self._navigate(self.url("/error?error=Verification"), False, 302)
+        if outcome.session_token is None:
+            # 2FA on: the link proved the mailbox only; the password + code sign-in remains.
+            if as_json:
+                return self.error_response(TwoFactorRequired())
+            return self._navigate(self.url("/error?error=TwoFactorRequired"), False, 302)
+        assert outcome.user is not None
+        target = self._callback_url(request.query("callbackUrl"), DEFAULT_VERIFY_REDIRECT)
+        if as_json:
+            data = {"user": user_json(outcome.user), "url": target}
+            response: Response = json_response({"success": True, "data": data})
+        else:
+            response = self._navigate(target, False, 302)
+        set_cookie(
+            response,
+            self.settings,
+            session_cookie_name(self.settings),
+            outcome.session_token,
+            max_age=self.settings.refresh_token_ttl,
+        )
+        return response
+
+    async def verify_email(self, request: DialectRequest) -> Response:
+        outcome = await verification.verify_email(
+            request.context, token=await request.require("token"), sign_in=False
+        )
+        assert outcome.user is not None
+        return json_response({"success": True, "data": {"user": user_json(outcome.user)}})
+
+    async def resend_verification(self, request: DialectRequest) -> Response:
+        await verification.resend_verification(
+            request.context,
+            email=await request.require("email"),
+            link_base=self._absolute(VERIFY_EMAIL_PAGE),
+        )
+        return json_response({"success": True})
+
+    async def forgot_password(self, request: DialectRequest) -> Response:
+        await recovery.request_password_reset(
+            request.context,
+            identifier=await request.require("email"),
+            link_base=self._absolute(RESET_PASSWORD_PAGE),
+        )
+        return json_response({"success": True})
+
+    async def reset_password(self, request: DialectRequest) -> Response:
+        await recovery.reset_password(
+            request.context,
+            token=await request.require("token"),
+            password=await request.require("password", aliases=("newPassword",)),
+            sign_in=False,
+        )
+        response = json_response({"success": True})
+        cookie = session_cookie_name(self.settings)
+        if cookie in request.request.cookies:
+            clear_cookie(response, self.settings, cookie)
+        return response
+
     # --- helpers ---------------------------------------------------------------------------
 
     async def before(self, request: DialectRequest, endpoint: Endpoint) -> None:
@@ -360,21 +546,38 @@ class AuthCoreDialect(Dialect):
             return token
         return None
 
-    def _callback_url(self, raw: str | None) -> str:
-        """``raw`` if it stays on this site or an allowed target, else the public URL."""
-        default = self.settings.public_url
-        if not raw or any(ord(char) < 0x20 or char == "\\" for char in raw):
-            return default
+    def _callback_url(self, raw: str | None, default: str | None = None) -> str:
+        """``raw`` if it stays on this site or an allowed target, else ``default`` (the
+        public URL unless given)."""
+        return raw if raw and self._safe(raw) else default or self.settings.public_url
+
+    def _checked_callback(self, raw: str | None) -> str | None:
+        """``raw`` when it is a safe target, None when absent, else VALIDATION_ERROR."""
+        if not raw:
+            return None
+        if not self._safe(raw):
+            raise ValidationFailed(
+                "callbackUrl not allowed.", fields={"callbackUrl": "Not an allowed URL."}
+            )
+        return raw
+
+    def _safe(self, raw: str) -> bool:
+        """A relative path, the public URL's origin, or an ``allowed_redirects`` entry."""
+        if any(ord(char) < 0x20 or char == "\\" for char in raw):
+            return False
         if raw.startswith("/") and not raw.startswith("//"):
-            return raw
+            return True
         parts = urlsplit(raw)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            return default
+        if parts.scheme not in ("http", "https") or not parts.netloc or "@" in parts.netloc:
+            return False
         allowed = {entry.rstrip("/") for entry in self.settings.allowed_redirects if entry}
-        origins = {_origin(default)} | {e.lower() for e in allowed if _origin(e) == e.lower()}
-        if raw.rstrip("/") in allowed or _origin(raw) in origins:
-            return raw
-        return default
+        origins = {_origin(self.settings.public_url)}
+        origins |= {e.lower() for e in allowed if _origin(e) == e.lower()}
+        return raw.rstrip("/") in allowed or _origin(raw) in origins
+
+    def _absolute(self, path: str) -> str:
+        """``path`` on the public URL (mails carry absolute links)."""
+        return self.settings.public_url.rstrip("/") + path
 
     async def _wants_json(self, request: DialectRequest) -> bool:
         content_type = request.request.headers.get("content-type", "")
@@ -388,6 +591,12 @@ class AuthCoreDialect(Dialect):
         response = RedirectResponse(url, status_code=302)
         response.headers["cache-control"] = "no-store"
         return response
+
+
+def _accepts_json(request: Request) -> bool:
+    """Whether a GET caller asked for JSON rather than a page (fetch, not a browser)."""
+    accept = request.headers.get("accept", "").lower()
+    return "application/json" in accept and "text/html" not in accept
 
 
 DIALECT = AuthCoreDialect

@@ -13,6 +13,10 @@ no refresh endpoint, so the cookie is the only credential and is issued with the
 lifetime (``refresh_token_ttl``) instead of the short access-token ttl: safe, because every
 request checks that the session is live, so logout/revocation anywhere kills it at once.
 
+Served (relative to the prefix): GET "" (status), POST /register, POST /login, GET /logout,
+POST /verify/request, POST /verify/submit, POST /reset/request, POST /reset/submit; and
+GET /api (root) beside the prefix.
+
 Deliberate deviations (security):
 - Passwords use authql's argon2id, lockout and rate limits (the library's default is an
   unsalted SHA-256); a locked account answers 423 and a spent rate limit 429, both with
@@ -24,6 +28,15 @@ Deliberate deviations (security):
 - ``GET /logout`` also revokes the session server-side when a valid token came (upstream
   only clears the cookie). Logging out by GET is upstream's choice and is kept: a
   cross-site GET can log a user out, an annoyance only, since it cannot sign anyone in.
+- The emailed verification and reset tokens are not JWTs (the library's are stateless
+  JWTs valid 360 d and 24 h) but random single-use tokens stored as digests, bound
+  to their purpose, expiring after ``email_verification_ttl`` (24 h) and
+  ``password_reset_ttl`` (1 h); a new request kills the earlier link. A reset ends every
+  session of the account before the new one starts.
+- ``returnUrl`` must be listed in AUTHQL_ALLOWED_REDIRECTS (exact URL or origin), else 400
+  and no mail (upstream puts the URL into the mail as sent).
+- ``reset/request`` answers the same (body, status, timing) whether or not the account
+  exists, and is rate limited per ip and per address (429); ``verify/request`` per account.
 
 [inferred] choices:
 - Error statuses (body always ``{status:'error', message}``): 400 for validation and most
@@ -42,8 +55,20 @@ Deliberate deviations (security):
 - With ``require_email_verification`` on, register and an unverified login answer
   ``{status:'email_not_verified'}`` with no token and no cookie.
 - Bad credentials (unknown email or wrong password alike) -> 401.
+- ``verify/request`` (signed in, ``{returnUrl?}``) -> ``{status:'ok'}``; already verified
+  -> 400. ``reset/request`` (``{email, returnUrl?}``) -> ``{status:'ok'}`` always.
+- Without ``returnUrl`` the mails link to ``<public_url>/verify?token=`` and
+  ``<public_url>/reset?token=`` (the frontend pages that POST the token back); with it,
+  to ``<returnUrl>?token=``.
+- ``verify/submit`` and ``reset/submit`` start a new session and answer like login
+  (``{status, token}`` + the ``token`` cookie). Neither body has ``remember``, so the
+  cookie is a browser-session cookie. ``reset/submit`` checks ``confirmPassword`` (400 on
+  mismatch) and the password rules before the token is spent; a bad, used, expired or
+  other-purpose token is 400. Its ``status`` follows the email as login's does: a reset
+  does not verify the address, so an unverified account gets ``email_not_verified`` (with
+  the token and cookie).
 
-Not served yet (404): verify/*, reset/*, 2fa/*, external/*.
+Not served yet (404): 2fa/*, external/*.
 """
 
 from __future__ import annotations
@@ -53,7 +78,7 @@ from typing import Any
 from starlette.responses import Response
 
 from authql.errors import AuthError, ErrorCode, ValidationFailed
-from authql.resolvers import accounts, sessions
+from authql.resolvers import accounts, recovery, sessions, verification
 from authql.resolvers.outcomes import AuthOutcome, AuthStatus
 from authql.rest_compat._base import (
     BearerTransport,
@@ -99,6 +124,15 @@ def _info(user: UserView) -> dict[str, Any]:
     }
 
 
+def _confirmed(password: str, confirm: str) -> None:
+    """VALIDATION_ERROR unless ``confirmPassword`` repeats ``password``."""
+    if confirm != password:
+        raise ValidationFailed(
+            "confirmPassword must match password.",
+            fields={"confirmPassword": "Does not match password."},
+        )
+
+
 def _status(user: UserView) -> str:
     return "ok" if user.email_verified else "email_not_verified"
 
@@ -135,6 +169,38 @@ class BrowsaryDialect(Dialect):
                 required=("email", "password"),
             ),
             Endpoint("GET", "/logout", self.logout, "Clear the cookie and end the session"),
+            Endpoint(
+                "POST",
+                "/verify/request",
+                self.verify_request,
+                "Mail the signed-in user an email verification link",
+                authenticated=True,
+                body={"returnUrl": "string"},
+            ),
+            Endpoint(
+                "POST",
+                "/verify/submit",
+                self.verify_submit,
+                "Verify the email with the emailed token and sign in",
+                body={"token": "string"},
+                required=("token",),
+            ),
+            Endpoint(
+                "POST",
+                "/reset/request",
+                self.reset_request,
+                "Mail a password reset link (same answer whether or not the account exists)",
+                body={"email": "string", "returnUrl": "string"},
+                required=("email",),
+            ),
+            Endpoint(
+                "POST",
+                "/reset/submit",
+                self.reset_submit,
+                "Set a new password with the emailed token and sign in",
+                body={"token": "string", "password": "string", "confirmPassword": "string"},
+                required=("token", "password", "confirmPassword"),
+            ),
             Endpoint("GET", "", self.root, "Service root (health check)", beside_prefix=True),
         ]
 
@@ -160,12 +226,7 @@ class BrowsaryDialect(Dialect):
         last_name = await request.require("lastName")
         email = await request.require("email")
         password = await request.require("password")
-        confirm = await request.require("confirmPassword")
-        if confirm != password:
-            raise ValidationFailed(
-                "confirmPassword must match password.",
-                fields={"confirmPassword": "Does not match password."},
-            )
+        _confirmed(password, await request.require("confirmPassword"))
         remember = await request.flag("remember")
         outcome = await accounts.register(
             request.context,
@@ -193,6 +254,39 @@ class BrowsaryDialect(Dialect):
         response = json_response({"status": "logout"})
         clear_cookie(response, self.settings, COOKIE)
         return response
+
+    async def verify_request(self, request: DialectRequest) -> Response:
+        request.context.require_principal()  # 401 before any complaint about the body
+        await verification.send_verification_email(
+            request.context,
+            return_url=await request.string("returnUrl", required=False),
+            link_base=f"{self.settings.public_url.rstrip('/')}/verify",
+        )
+        return json_response({"status": "ok"})
+
+    async def verify_submit(self, request: DialectRequest) -> Response:
+        outcome = await verification.verify_email(
+            request.context, token=await request.require("token"), sign_in=True
+        )
+        return self._signed_in(request, outcome, remember=False, cookie=True)
+
+    async def reset_request(self, request: DialectRequest) -> Response:
+        await recovery.request_password_reset(
+            request.context,
+            identifier=await request.require("email"),
+            return_url=await request.string("returnUrl", required=False),
+            link_base=f"{self.settings.public_url.rstrip('/')}/reset",
+        )
+        return json_response({"status": "ok"})
+
+    async def reset_submit(self, request: DialectRequest) -> Response:
+        token = await request.require("token")
+        password = await request.require("password")
+        _confirmed(password, await request.require("confirmPassword"))
+        outcome = await recovery.reset_password(
+            request.context, token=token, password=password, sign_in=True
+        )
+        return self._signed_in(request, outcome, remember=False, cookie=True)
 
     async def root(self, request: DialectRequest) -> Response:
         principal = request.context.principal

@@ -10,8 +10,9 @@ are read or set. Success bodies have no envelope and ids are ``_id`` strings; er
 unexpected is 500 ``INTERNAL_ERROR`` / ``Internal server error``.
 
 Served (relative to the prefix): POST /register, POST /login, GET /me, POST /logout,
-POST /refresh, POST /change-password, GET /health. Forgot/reset password, magic links and
-OAuth (``/google``, ``/github``) come with authql's mail and OAuth flows and 404 until then.
+POST /refresh, POST /change-password, POST /forgot-password, POST /reset-password,
+POST /magic-link, POST /verify-magic-link, GET /health. OAuth (``/google``, ``/github``)
+comes with authql's OAuth flows and 404s until then.
 
 Deliberate deviations (security):
 - Logout revokes the server-side session, so the access token *and* its refresh token are
@@ -23,6 +24,13 @@ Deliberate deviations (security):
   ``ACCOUNT_LOCKED``) and are rate limited (429 ``RATE_LIMITED``), both with
   ``Retry-After``; FluxKit documents neither.
 - Changing the password revokes every other session of the account (the current one stays).
+- Reset and magic-link tokens are random, stored as digests, single use and expiring
+  (reset 1 h, magic link 15 min by default); a reset ends every session of the account.
+  Forgot-password and magic-link answer identically (body, status, timing) whether or not
+  the account exists, and both are rate limited per ip and per address (429).
+- Emailed links go only to allowed pages: ``redirectUrl`` must be listed in
+  AUTHQL_ALLOWED_REDIRECTS (exact URL or origin), else 400 ``VALIDATION_ERROR`` and no mail
+  (never an open redirect).
 - ``/health`` reports ``degraded`` with HTTP 503 when the database does not answer.
 
 [inferred] choices:
@@ -38,7 +46,19 @@ Deliberate deviations (security):
   (bad, used or missing token) and change-password without a valid token, 401
   ``INVALID_CREDENTIALS`` ``Current password is incorrect`` on change-password.
 - ``/health`` provider names: ``local`` for the password provider, ``magic-link`` for
-  magic links, the provider id (``google``, ``github``, ...) for the others.
+  magic links, the provider id (``google``, ``github``, ...) for OAuth; SMS codes are left
+  out (FluxKit has no route for them).
+- Forgot-password and magic-link take an optional ``redirectUrl`` (FluxKit's config name
+  for the frontend page the mail links to, as ``<redirectUrl>?token=``); without it the
+  links open ``<public_url>/reset-password`` and ``<public_url>/magic-link``, the frontend
+  pages that POST the token back. ``magic-link`` echoes the address exactly as sent.
+- Reset-password does not sign in (``{message}`` only); a bad, used or expired token is 401
+  ``INVALID_TOKEN`` ``Token is expired or invalid``; a weak password is 400
+  ``VALIDATION_ERROR`` and leaves the token usable.
+- Verify-magic-link answers ``{user:{_id,email,name}, token, refreshToken}`` (``name`` null
+  when unset, as on login) and marks the address verified; any bad, used, expired or
+  other-purpose token is 401 ``INVALID_MAGIC_LINK``. A missing field (``email``,
+  ``token``, ``password``) is 400 ``VALIDATION_ERROR``.
 """
 
 from __future__ import annotations
@@ -56,7 +76,7 @@ from authql.errors import (
     InvalidToken,
     TwoFactorRequired,
 )
-from authql.resolvers import accounts, meta, passwords, sessions
+from authql.resolvers import accounts, meta, passwordless, passwords, recovery, sessions
 from authql.resolvers.meta import ProviderView
 from authql.resolvers.outcomes import AuthOutcome, AuthStatus
 from authql.rest_compat._base import (
@@ -69,6 +89,9 @@ from authql.rest_compat._base import (
 from authql.views import UserView
 
 _TOKEN_MESSAGE = "Token is expired or invalid"
+_INVALID_MAGIC_LINK = {
+    "error": {"code": "INVALID_MAGIC_LINK", "message": "Magic link is expired or already used"}
+}
 
 #: ErrorCode -> (HTTP status, FluxKit code, message; None = the resolver's own message).
 _ERRORS: dict[ErrorCode, tuple[int, str, str | None]] = {
@@ -118,11 +141,14 @@ def _signed_in(outcome: AuthOutcome) -> AuthOutcome:
     return outcome
 
 
-def _provider_name(provider: ProviderView) -> str:
+def _provider_name(provider: ProviderView) -> str | None:
+    """FluxKit's name for a sign-in method, or None for one FluxKit has no route for."""
     if provider.kind == "password":
         return "local"
-    if provider.kind in ("magic_link", "magic-link", "magiclink"):
+    if provider.id == "magic-link" or provider.kind in ("magic_link", "magic-link"):
         return "magic-link"
+    if provider.kind == "passwordless":
+        return None  # SMS codes
     return provider.id
 
 
@@ -173,13 +199,49 @@ class FluxKitDialect(Dialect):
                 body={"currentPassword": "string", "newPassword": "string"},
                 required=("currentPassword", "newPassword"),
             ),
+            Endpoint(
+                "POST",
+                "/forgot-password",
+                self.forgot_password,
+                "Mail a password reset link (same answer whether or not the account exists)",
+                body={"email": "string", "redirectUrl": "string"},
+                required=("email",),
+            ),
+            Endpoint(
+                "POST",
+                "/reset-password",
+                self.reset_password,
+                "Set a new password with the emailed token; every session ends",
+                body={"token": "string", "password": "string"},
+                required=("token", "password"),
+            ),
+            Endpoint(
+                "POST",
+                "/magic-link",
+                self.magic_link,
+                "Mail a single-use sign-in link (same answer whether or not the account exists)",
+                body={"email": "string", "redirectUrl": "string"},
+                required=("email",),
+            ),
+            Endpoint(
+                "POST",
+                "/verify-magic-link",
+                self.verify_magic_link,
+                "Sign in with the emailed magic-link token",
+                body={"token": "string"},
+                required=("token",),
+            ),
             Endpoint("GET", "/health", self.health, "Auth wire health and providers"),
         ]
 
     def render_error(self, error: AuthError) -> tuple[int, dict[str, Any]]:
         status, code, message = _ERRORS.get(error.code, _ERRORS[ErrorCode.INTERNAL])
         if message is None:
-            details = "; ".join(f"{field}: {text}" for field, text in error.fields.items())
+            details = "; ".join(
+                # The resolvers name the link target returnUrl; FluxKit calls it redirectUrl.
+                f"{'redirectUrl' if field == 'returnUrl' else field}: {text}"
+                for field, text in error.fields.items()
+            )
             message = details or error.message
         elif (
             error.code is ErrorCode.INVALID_CREDENTIALS
@@ -188,6 +250,10 @@ class FluxKitDialect(Dialect):
             # change-password names its cause ("Current password is incorrect").
             message = error.message.rstrip(".")
         return status, {"error": {"code": code, "message": message}}
+
+    @property
+    def _public_url(self) -> str:
+        return self.settings.public_url.rstrip("/")
 
     # --- handlers --------------------------------------------------------------------------
 
@@ -245,9 +311,53 @@ class FluxKitDialect(Dialect):
         )
         return json_response({"message": "Password changed successfully"})
 
+    async def forgot_password(self, request: DialectRequest) -> Response:
+        await recovery.request_password_reset(
+            request.context,
+            identifier=await request.require("email"),
+            return_url=await request.string("redirectUrl", required=False),
+            link_base=f"{self._public_url}/reset-password",
+        )
+        return json_response({"message": "If that email exists, a reset link has been sent"})
+
+    async def reset_password(self, request: DialectRequest) -> Response:
+        await recovery.reset_password(
+            request.context,
+            token=await request.require("token"),
+            password=await request.require("password"),
+        )
+        return json_response({"message": "Password reset successfully"})
+
+    async def magic_link(self, request: DialectRequest) -> Response:
+        email = await request.require("email")
+        await passwordless.send_magic_link(
+            request.context,
+            email=email,
+            return_url=await request.string("redirectUrl", required=False),
+            link_base=f"{self._public_url}/magic-link",
+        )
+        return json_response({"message": f"Magic link sent to {email}"})
+
+    async def verify_magic_link(self, request: DialectRequest) -> Response:
+        token = await request.require("token")
+        try:
+            outcome = await passwordless.verify_magic_link(request.context, token=token)
+        except InvalidToken:
+            return json_response(_INVALID_MAGIC_LINK, 401)
+        outcome = _signed_in(outcome)
+        assert outcome.user is not None
+        return json_response(
+            {
+                "user": _user(outcome.user, created=False),
+                "token": outcome.access_token,
+                "refreshToken": outcome.refresh_token,
+            }
+        )
+
     async def health(self, request: DialectRequest) -> Response:
         view = await meta.health(request.context)
-        providers = [_provider_name(p) for p in meta.auth_providers(request.context)]
+        names = [_provider_name(p) for p in meta.auth_providers(request.context)]
+        providers = [name for name in names if name is not None]
         return json_response(
             {"status": view.status, "providers": providers}, 200 if view.database else 503
         )

@@ -15,12 +15,17 @@ time compare), else 403 ``FORBIDDEN``. Success ``{success:true, message, data}``
 
 Served (relative to the prefix): POST /register, POST /login, POST /logout,
 POST /logout-all, GET /me, PATCH /me, POST /change-password, GET /sessions,
-DELETE /sessions/{id}, GET /login-history. The feature-switched routes (forgot/reset
-password, verify-email, resend-verification, google) come with authql's mail and OAuth
-flows and 404 until then. Rate limits per ip, as upstream's defaults: login
-``modularauth_login`` 10/15 min, register ``modularauth_register`` 5/h, change-password
-``modularauth_change_password`` 5/15 min (429 ``RATE_LIMITED`` + ``Retry-After`` +
-``RateLimit-*``); authql's own per-account limits apply beside them.
+DELETE /sessions/{id}, GET /login-history, and the password-recovery and
+email-verification features (both on): POST /forgot-password ``{identifier}`` (always 200,
+``data:null``), POST /reset-password ``{token, newPassword}`` (every session ends, no
+sign-in), POST /verify-email ``{code}`` and POST /resend-verification (both need ``sid``).
+Google sign-in comes with authql's OAuth flows and 404s until then. Rate limits per ip, as
+upstream's defaults: login ``modularauth_login`` 10/15 min, register
+``modularauth_register`` 5/h, change-password ``modularauth_change_password`` 5/15 min,
+forgot-password + reset-password + resend-verification share ``modularauth_recovery``
+3/15 min (429 ``RATE_LIMITED`` + ``Retry-After`` + ``RateLimit-*``); authql's own
+per-account limits apply beside them (recovery per identifier, verification mails per
+account, code guesses per ip).
 
 Deliberate deviations (security):
 - Lockout is on by default (authql's ``lockout_threshold``), and an unknown identifier
@@ -30,6 +35,14 @@ Deliberate deviations (security):
 - The password policy is authql's (length 8..128), not upstream's upper/lower/digit rule.
 - Revocation is immediate everywhere: a session revoked on any surface is 401 here on the
   next request.
+- Reset tokens are authql's (256-bit url-safe base64, 1 h by default, stored as an HMAC
+  digest), not 64-hex / 15 min: any string is accepted and an unknown one is 400
+  ``TOKEN_INVALID``. Upstream's mail carries the bare token; ours carries a link
+  ``<public URL>/reset-password?token=<token>`` (the app's reset page, which POSTs it here).
+- A verification code dies after ``code_max_attempts`` wrong guesses (upstream: unlimited
+  guesses within 15 min); codes last ``email_verification_ttl``.
+- forgot-password answers and times the same whether or not the identifier exists (the
+  lookup and mail run after the response); an identifier is an email or a username.
 
 [inferred] / unsupported choices:
 - ``sid`` ``Max-Age`` is the session lifetime (``refresh_token_ttl``; upstream 7 d) and
@@ -43,9 +56,16 @@ Deliberate deviations (security):
   user-agent parser (``Unknown``/``desktop`` when nothing matches).
 - Login history: LOGIN_SUCCEEDED, LOGIN_FAILED (also a wrong current password), LOGOUT
   (also logout-all) and PASSWORD_CHANGED events; ``page`` is capped at 1,000,000.
-- INVALID_TOKEN renders 400 ``TOKEN_EXPIRED`` when its message says only "expired", else
-  400 ``TOKEN_INVALID``; TWO_FACTOR_REQUIRED renders 403 ``FORBIDDEN``; PROVIDER_ERROR
-  renders 500 ``INTERNAL_ERROR``.
+- INVALID_TOKEN renders 400 ``TOKEN_EXPIRED`` for a genuine, unused but expired token
+  (``InvalidToken.expired``), else 400 ``TOKEN_INVALID``; TWO_FACTOR_REQUIRED renders 403
+  ``FORBIDDEN``; PROVIDER_ERROR renders 500 ``INTERNAL_ERROR``.
+- Register sends no verification code (upstream mails one when verification is enabled):
+  the client calls resend-verification. With ``require_email_verification`` on, authql gives
+  an unverified account no session, so it cannot reach the ``sid``-only verify-email and
+  resend-verification; use the default (off) with this dialect, or verify over another
+  surface. A policy violation on reset is reported on ``newPassword``; a reset does not
+  compare with the old password (upstream's SAME_PASSWORD).
+- Login history also lists ``password_reset`` events (upstream's ``LOGIN_EVENTS``).
 """
 
 from __future__ import annotations
@@ -59,8 +79,15 @@ from typing import Any
 
 from starlette.responses import Response
 
-from authql.errors import AuthError, EmailNotVerified, ErrorCode, Forbidden, ValidationFailed
-from authql.resolvers import accounts, passwords, sessions, telemetry
+from authql.errors import (
+    AuthError,
+    EmailNotVerified,
+    ErrorCode,
+    Forbidden,
+    InvalidToken,
+    ValidationFailed,
+)
+from authql.resolvers import accounts, passwords, recovery, sessions, telemetry, verification
 from authql.resolvers.outcomes import AuthOutcome, AuthStatus
 from authql.rest_compat._base import (
     Dialect,
@@ -85,6 +112,12 @@ MESSAGES = {
     "PROFILE_FETCHED": "Profile retrieved successfully",
     "PROFILE_UPDATED": "Profile updated successfully",
     "PASSWORD_CHANGED": "Password changed successfully",
+    "FORGOT_PASSWORD_SENT": (
+        "If an account exists with that identifier, a password reset link has been sent"
+    ),
+    "PASSWORD_RESET_SUCCESS": "Password has been reset successfully",
+    "EMAIL_VERIFIED": "Email verified successfully",
+    "VERIFICATION_RESENT": "Verification code has been sent",
     "SESSIONS_FETCHED": "Active sessions retrieved successfully",
     "SESSION_REVOKED": "Session revoked successfully",
     "HISTORY_FETCHED": "Login history retrieved successfully",
@@ -106,6 +139,7 @@ MESSAGES = {
     "CURRENT_SESSION": "Cannot revoke current session. Use logout instead.",
     "CURRENT_PASSWORD_INCORRECT": "Current password is incorrect",
     "NO_PASSWORD_SET": "Cannot change password — account uses external login only",
+    "ALREADY_VERIFIED": "Email is already verified",
 }
 #: Messages handlers raise verbatim; any other resolver message is replaced by the table's.
 _VERBATIM = frozenset(MESSAGES.values())
@@ -135,6 +169,7 @@ _HISTORY_EVENTS = {
     AuthEventType.LOGIN_FAILED: "login_failure",
     AuthEventType.PASSWORD_CHANGED: "password_change",
     AuthEventType.LOGOUT: "logout",
+    AuthEventType.PASSWORD_RESET: "password_reset",
 }
 
 #: ModularAuth-Kit profile field -> register/update_profile keyword.
@@ -148,6 +183,11 @@ _PROFILE_FIELDS = dict.fromkeys(_PROFILE, "string")
 
 #: Required fields -> zod's message for an empty value.
 _LOGIN_FIELDS = {"identifier": "Email or username is required", "password": "Password is required"}
+_FORGOT_FIELDS = {"identifier": "Email or username is required"}
+_RESET_FIELDS = {"token": "Reset token is required", "newPassword": "New password is required"}
+_VERIFY_FIELDS = {"code": "Verification code is required"}
+#: The app page (under the public URL) a reset mail opens [inferred].
+RESET_PASSWORD_PAGE = "/reset-password"
 _CHANGE_PASSWORD_FIELDS = {
     "currentPassword": "Current password is required",
     "newPassword": "New password is required",
@@ -239,6 +279,41 @@ class ModularAuthDialect(Dialect):
                 authenticated=True,
                 query={"page": "integer", "limit": "integer"},
             ),
+            Endpoint(
+                "POST",
+                "/forgot-password",
+                self.forgot_password,
+                "Mail a password reset link (always the same answer)",
+                body={"identifier": "string"},
+                required=("identifier",),
+                rate_limit="modularauth_recovery",
+            ),
+            Endpoint(
+                "POST",
+                "/reset-password",
+                self.reset_password,
+                "Set a new password from a reset token; every session ends",
+                body={"token": "string", "newPassword": "string"},
+                required=("token", "newPassword"),
+                rate_limit="modularauth_recovery",
+            ),
+            Endpoint(
+                "POST",
+                "/verify-email",
+                self.verify_email,
+                "Verify the email with the mailed 6-digit code",
+                authenticated=True,
+                body={"code": "string"},
+                required=("code",),
+            ),
+            Endpoint(
+                "POST",
+                "/resend-verification",
+                self.resend_verification,
+                "Mail a new verification code (earlier codes die)",
+                authenticated=True,
+                rate_limit="modularauth_recovery",
+            ),
         ]
 
     # --- CSRF and cookies --------------------------------------------------------------------
@@ -271,10 +346,8 @@ class ModularAuthDialect(Dialect):
         elif error.code is ErrorCode.CONFLICT and "email" not in error.fields:
             if "username" in error.fields:
                 message = MESSAGES["USERNAME_ALREADY_EXISTS"]
-        elif error.code is ErrorCode.INVALID_TOKEN:
-            text = error.message.lower()
-            if "expired" in text and "invalid" not in text:
-                code, message = "TOKEN_EXPIRED", MESSAGES["TOKEN_EXPIRED"]
+        elif isinstance(error, InvalidToken) and error.expired:
+            code, message = "TOKEN_EXPIRED", MESSAGES["TOKEN_EXPIRED"]
         for candidate in (error.message, error.message.rstrip(".")):
             if candidate in _VERBATIM:
                 message = candidate
@@ -364,6 +437,39 @@ class ModularAuthDialect(Dialect):
         )
         history = [_history(event) for event in events]
         return _ok(MESSAGES["HISTORY_FETCHED"], {"history": history, "page": page, "limit": limit})
+
+    async def forgot_password(self, request: DialectRequest) -> Response:
+        body = await _fields(request, _FORGOT_FIELDS)
+        await recovery.request_password_reset(
+            request.context,
+            identifier=body["identifier"].strip(),
+            link_base=self.settings.public_url.rstrip("/") + RESET_PASSWORD_PAGE,
+        )
+        return _ok(MESSAGES["FORGOT_PASSWORD_SENT"], None)
+
+    async def reset_password(self, request: DialectRequest) -> Response:
+        body = await _fields(request, _RESET_FIELDS)
+        try:
+            await recovery.reset_password(
+                request.context, token=body["token"], password=body["newPassword"]
+            )
+        except ValidationFailed as error:
+            if "password" not in error.fields:
+                raise
+            fields = {"newPassword": error.fields["password"]}
+            raise ValidationFailed(MESSAGES["VALIDATION_FAILED"], fields=fields) from None
+        return _ok(MESSAGES["PASSWORD_RESET_SUCCESS"], None)
+
+    async def verify_email(self, request: DialectRequest) -> Response:
+        request.context.require_principal()
+        body = await _fields(request, _VERIFY_FIELDS)
+        await verification.verify_email_code(request.context, code=body["code"])
+        return _ok(MESSAGES["EMAIL_VERIFIED"], None)
+
+    async def resend_verification(self, request: DialectRequest) -> Response:
+        request.context.require_principal()
+        await verification.send_verification_email(request.context, code=True)
+        return _ok(MESSAGES["VERIFICATION_RESENT"], None)
 
     # --- rendering ---------------------------------------------------------------------------
 

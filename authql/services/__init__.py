@@ -93,7 +93,11 @@ def build_services(
         mailer=mailer or _default_mailer(settings),
         sms=sms or _default_sms(settings),
         templates=Templates(settings.templates_dir, settings.product_name),
-        delivery=DeliveryQueue(on_failure=report_failure),
+        delivery=DeliveryQueue(
+            attempts=settings.delivery_attempts,
+            backoff=settings.delivery_backoff,
+            on_failure=report_failure,
+        ),
         totp=TotpService(settings.secret_key, settings.product_name),
     )
 

@@ -88,9 +88,7 @@ class OneTimeTokens:
         ``max_attempts`` of them."""
         now = self._clock.now()
         row = (
-            await OneTimeToken.filter(
-                user_id=user_id, purpose=purpose, used_at=None, expires_at__gt=now
-            )
+            await OneTimeToken.filter(user_id=user_id, purpose=purpose, used_at=None)
             .order_by("-created_at")
             .first()
         )
@@ -98,10 +96,12 @@ class OneTimeTokens:
             raise InvalidToken()
         guess = self._digest("code", purpose, user_id, code.strip()[:16])
         if not hmac.compare_digest(guess, row.digest):
-            await OneTimeToken.filter(id=row.id).update(attempts=F("attempts") + 1)
-            if row.attempts + 1 >= max_attempts:
-                await OneTimeToken.filter(id=row.id, used_at=None).update(used_at=now)
+            if row.expires_at > now:
+                await OneTimeToken.filter(id=row.id).update(attempts=F("attempts") + 1)
+                if row.attempts + 1 >= max_attempts:
+                    await OneTimeToken.filter(id=row.id, used_at=None).update(used_at=now)
             raise InvalidToken()
+        # Only the holder of the right code learns that it expired.
         return await self._use(row)
 
     async def _use(self, row: OneTimeToken | None) -> OneTimeToken:

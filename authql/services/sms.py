@@ -32,20 +32,28 @@ class WebhookSms:
         self.url = url
         self.secret = secret.encode()
         self.timeout = timeout
+        self._client: httpx.AsyncClient | None = None
 
     async def send(self, message: SmsMessage) -> None:
         body = json.dumps({"to": message.to, "body": message.body}).encode()
         signature = hmac.new(self.secret, body, hashlib.sha256).hexdigest()
-        async with httpx.AsyncClient(timeout=self.timeout) as client:
-            response = await client.post(
-                self.url,
-                content=body,
-                headers={
-                    "content-type": "application/json",
-                    "x-authql-signature": f"sha256={signature}",
-                },
-            )
+        if self._client is None:
+            # One pooled client: a new one per text would redo TLS setup every time.
+            self._client = httpx.AsyncClient(timeout=self.timeout)
+        response = await self._client.post(
+            self.url,
+            content=body,
+            headers={
+                "content-type": "application/json",
+                "x-authql-signature": f"sha256={signature}",
+            },
+        )
         response.raise_for_status()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
 
 class ConsoleSms:

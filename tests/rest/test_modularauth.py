@@ -650,13 +650,9 @@ async def test_an_expired_session_is_401_and_clears_the_cookie(
 async def test_feature_switched_routes_are_not_mounted_yet(
     app_client: Callable[..., GraphQLClient],
 ) -> None:
-    """Password recovery, email verification and Google sign-in answer 404 for now."""
+    """Google sign-in answers 404 for now."""
     browser = await device(app_client)
     for method, path in (
-        ("POST", "/forgot-password"),
-        ("POST", "/reset-password"),
-        ("POST", "/verify-email"),
-        ("POST", "/resend-verification"),
         ("GET", "/google"),
         ("GET", "/google/callback"),
     ):
@@ -698,6 +694,10 @@ async def test_openapi_lists_every_endpoint(app_client: Callable[..., GraphQLCli
         ("GET", "/auth/sessions"),
         ("DELETE", "/auth/sessions/{id}"),
         ("GET", "/auth/login-history"),
+        ("POST", "/auth/forgot-password"),
+        ("POST", "/auth/reset-password"),
+        ("POST", "/auth/verify-email"),
+        ("POST", "/auth/resend-verification"),
     }
     assert spec["components"]["securitySchemes"]["credential"] == {
         "type": "apiKey",
