@@ -9,6 +9,7 @@ unexpected failure and is masked by the adapters.
     ├── Unauthorized           UNAUTHORIZED
     ├── InvalidCredentials     INVALID_CREDENTIALS
     ├── InvalidToken           INVALID_TOKEN
+    │   └── ChallengeInvalid   (a dead 2FA challenge, not a wrong code)
     ├── Forbidden              FORBIDDEN
     ├── EmailNotVerified       EMAIL_NOT_VERIFIED
     ├── TwoFactorRequired      TWO_FACTOR_REQUIRED
@@ -88,6 +89,13 @@ class InvalidToken(AuthError):
     def __init__(self, message: str | None = None, *, expired: bool = False) -> None:
         super().__init__(message)
         self.expired = expired
+
+
+class ChallengeInvalid(InvalidToken):
+    """A second-factor challenge that is unknown, used, expired or dead after too many
+    wrong codes (as opposed to a wrong code for a live one)."""
+
+    default_message = "Invalid or expired challenge."
 
 
 class Forbidden(AuthError):

@@ -17,7 +17,7 @@ from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
 from authql.context import RequestContext
-from authql.errors import InvalidToken, ValidationFailed
+from authql.errors import ChallengeInvalid, Forbidden, InvalidToken, ValidationFailed
 from authql.models import BackupCode, TotpCredential, TwoFactorChallenge, User
 from authql.resolvers import _notify
 from authql.resolvers._common import emit, normalize_email, spend
@@ -200,8 +200,11 @@ async def regenerate_backup_codes(ctx: RequestContext, *, code: str) -> list[str
 
 
 async def disable_two_factor(ctx: RequestContext, *, code: str) -> bool:
-    """Turn 2FA off (secret and backup codes deleted). Needs a current code."""
+    """Turn 2FA off (secret and backup codes deleted). Needs a current code; FORBIDDEN
+    while the policy requires 2FA."""
     principal = ctx.require_principal()
+    if ctx.services.settings.require_two_factor:
+        raise Forbidden("Two-factor authentication is required here.")
     user = await User.get(id=principal.user.id)
     if not user.two_factor_enabled:
         raise ValidationFailed("Two-factor authentication is off.")
@@ -280,7 +283,7 @@ async def _live_challenge(
         or challenge.expires_at <= now
         or challenge.attempts >= MAX_CHALLENGE_ATTEMPTS
     ):
-        raise InvalidToken("Invalid or expired challenge.")
+        raise ChallengeInvalid()
     return challenge
 
 
@@ -319,7 +322,7 @@ async def verify_two_factor(
     challenge = await _live_challenge(ctx, challenge_token)
     user = await User.get_or_none(id=challenge.user_id, deleted_at=None)
     if user is None:
-        raise InvalidToken("Invalid or expired challenge.")
+        raise ChallengeInvalid()
     accepted = False
     replayed = False
     if method == "TOTP":
@@ -347,7 +350,7 @@ async def verify_two_factor(
         used_at=ctx.services.clock.now()
     )
     if claimed != 1:
-        raise InvalidToken("Invalid or expired challenge.")
+        raise ChallengeInvalid()
     return await start_session(
         ctx, user, method=challenge.method, remember=challenge.remember, second_factor_done=True
     )

@@ -9,7 +9,7 @@ DIALECTS.md section 1. Where the docs and the code disagree the code wins (``/me
 Native prefix ``/auth``. Transport: cookie mode by default (HttpOnly ``accessToken``, path
 ``/``, and ``refreshToken``, path ``<prefix>/refresh``; with an https public URL they are
 ``__Host-accessToken`` and ``__Secure-refreshToken``); a request header
-``X-Auth-Strategy: bearer`` on ``/login``, ``/refresh``, ``/reset-password``,
+``X-Auth-Strategy: bearer`` on ``/login``, ``/refresh``, ``/reset-password``, ``/2fa/verify``,
 ``/magic-link/verify`` or ``/sms/verify`` returns the tokens in the body and sets no
 cookie. Protected routes read ``Authorization: Bearer`` first, then the access cookie, and
 answer 403 (not 401) without a valid one. With ``AUTHQL_NODE_AUTH_CSRF`` on,
@@ -25,9 +25,11 @@ POST /sessions/cleanup; and, in ``node_auth_mail`` (a helper module this class i
 from): POST /forgot-password, POST /reset-password, POST /send-verification-email,
 GET /verify-email, POST /change-email/request, POST /change-email/confirm,
 POST /magic-link/send, POST /magic-link/verify, POST /sms/send, POST /sms/verify,
-POST /add-phone. 2FA, OAuth, account linking and account deletion come with those authql
-flows (404 until then); so do the 2FA login challenge and the ``mode: '2fa'`` variants of
-the magic-link and SMS routes (``mode`` and ``tempToken`` are ignored for now).
+POST /add-phone; and, in ``node_auth_2fa`` (which also renders the 2FA challenge of every
+token-issuing route and the ``mode: '2fa'`` variants of the magic-link and SMS routes, with
+their own deviations and [inferred] choices): POST /2fa/setup, POST /2fa/verify-setup,
+POST /2fa/verify, POST /2fa/disable. OAuth, account linking and account deletion come with
+those authql flows (404 until then).
 
 Deliberate deviations (security):
 - ``POST /sessions/cleanup`` needs an admin (upstream it is public): 403
@@ -95,7 +97,8 @@ Deliberate deviations (security):
 - ``GET /sessions`` items: ``sessionHandle`` (the session id), ``userId``, ``createdAt``,
   ``expiresAt``, ``lastActiveAt`` (ISO 8601, milliseconds, ``Z``), ``ipAddress``,
   ``userAgent`` and ``current``.
-- Other codes: 403 ``2FA_REQUIRED``, 502 ``PROVIDER_ERROR``; 404 bodies are ``{error}``.
+- Other codes: 502 ``PROVIDER_ERROR``; 404 bodies are ``{error}``. A pending second factor
+  answers node-auth's challenge shapes (``node_auth_2fa``), never 403 ``2FA_REQUIRED``.
 - Mail links are ``<AUTHQL_PUBLIC_URL><prefix>/<route>?token=``, as upstream's
   ``buildUiLink`` (without its UI): ``/reset-password``, ``/verify-email``,
   ``/change-email/confirm`` and ``/magic-link/verify``. ``GET /verify-email`` completes
@@ -119,8 +122,8 @@ Deliberate deviations (security):
   {phone}`` while signed in texts a code for a new number, like ``/add-phone``.
 - ``/reset-password`` takes ``password`` (code) or ``newPassword`` (docs).
 - For an account with 2FA on, ``/magic-link/verify``, ``/sms/verify`` and bearer-mode
-  ``/reset-password`` answer as ``/login`` does (403 ``2FA_REQUIRED``) until node-auth's
-  2FA challenge is rendered; the password reset itself has happened by then.
+  ``/reset-password`` answer ``/login``'s challenge (``{requiresTwoFactor, tempToken,
+  available2faMethods}``); the password reset itself has happened by then.
 """
 
 from __future__ import annotations
@@ -153,7 +156,13 @@ from authql.rest_compat._base import (
     json_response,
     set_cookie,
 )
-from authql.rest_compat.node_auth_mail import NodeAuthMailRoutes, Said, bearer_strategy
+from authql.rest_compat.node_auth_2fa import (
+    SETUP_ROUTES,
+    NodeAuthTwoFactorRoutes,
+    challenge_response,
+    temp_token,
+)
+from authql.rest_compat.node_auth_mail import Said, bearer_strategy
 from authql.services.tokens import same_secret
 from authql.settings import Settings
 from authql.views import SessionView
@@ -243,7 +252,8 @@ def _session_info(session: SessionView) -> dict[str, Any]:
 
 
 def _signed_in(outcome: AuthOutcome) -> AuthOutcome:
-    """The outcome if it carries tokens; a pending step becomes its AuthError."""
+    """The outcome if it carries tokens; a pending step (other than the 2FA challenge,
+    rendered before this) becomes its AuthError."""
     if outcome.status is AuthStatus.EMAIL_NOT_VERIFIED:
         raise EmailNotVerified()
     if outcome.status is not AuthStatus.OK or not outcome.access_token:
@@ -251,7 +261,7 @@ def _signed_in(outcome: AuthOutcome) -> AuthOutcome:
     return outcome
 
 
-class NodeAuthDialect(NodeAuthMailRoutes):
+class NodeAuthDialect(NodeAuthTwoFactorRoutes):
     """node-auth's auth router: JWT cookies (or Bearer), ``{success:true}``, ``{error, code}``."""
 
     name = "node-auth"
@@ -329,6 +339,7 @@ class NodeAuthDialect(NodeAuthMailRoutes):
                 authenticated=True,
             ),
             *self.mail_endpoints(),
+            *self.two_factor_endpoints(),
         ]
 
     def render_error(self, error: AuthError) -> tuple[int, dict[str, Any]]:
@@ -366,8 +377,8 @@ class NodeAuthDialect(NodeAuthMailRoutes):
         """Protected routes: 403 without a credential, then the CSRF double-submit check for
         cookie credentials on unsafe methods, then 403 for a refused credential."""
         guarded = endpoint.authenticated or endpoint.path in _PRINCIPAL_AWARE
-        if not guarded:
-            return
+        if not guarded or (endpoint.path in SETUP_ROUTES and await temp_token(request)):
+            return  # enrolling from a setup tempToken involves no session
         context, http = request.context, request.request
         bearer = bearer_token(http.headers.get("authorization"))
         cookie = None if bearer else _read_cookie(http, self.settings, ACCESS_COOKIE)
@@ -416,7 +427,10 @@ class NodeAuthDialect(NodeAuthMailRoutes):
 
     def _issue(self, request: DialectRequest, outcome: AuthOutcome) -> Response:
         """Tokens in the body (bearer strategy) or as cookies with ``{success: true}``; a
-        pending step (unverified email, 2FA) becomes its AuthError."""
+        pending second factor answers node-auth's challenge, an unverified email its error."""
+        pending = challenge_response(outcome)
+        if pending is not None:
+            return pending
         outcome = _signed_in(outcome)
         assert outcome.access_token and outcome.refresh_token and outcome.session
         if bearer_strategy(request):

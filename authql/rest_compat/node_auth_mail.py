@@ -7,6 +7,8 @@ Each one parses node-auth's body, calls one resolver and answers ``{success: tru
 issues tokens through the dialect's ``_issue`` (cookies, or the body with
 ``X-Auth-Strategy: bearer``). Errors whose words upstream fixes per route (``Invalid reset
 token``, ``INVALID_MAGIC_LINK``, ...) are raised as ``Said``, already in node-auth's shape.
+The ``mode: '2fa'`` variants of the magic-link and SMS routes are handled in
+``node_auth_2fa``, which overrides these handlers and falls back to them otherwise.
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ class NodeAuthMailRoutes(Dialect):
 
     @abc.abstractmethod
     def _issue(self, request: DialectRequest, outcome: AuthOutcome) -> Response:
-        """Tokens as cookies or in the body; a pending step becomes its AuthError."""
+        """Tokens as cookies or in the body; a pending factor answers its challenge."""
 
     def _link(self, path: str) -> str:
         """``<public url><prefix><path>``: where upstream's ``buildUiLink`` points mails."""
@@ -175,31 +177,51 @@ class NodeAuthMailRoutes(Dialect):
                 "POST",
                 "/magic-link/send",
                 self.magic_link_send,
-                "Mail a sign-in link (always success, whether or not the account exists)",
-                body={"email": "string", "emailLang": "string"},
-                required=("email",),
+                "Mail a sign-in link (always success, whether or not the account exists); "
+                "mode '2fa' with a tempToken mails a second-factor code",
+                body={
+                    "email": "string",
+                    "emailLang": "string",
+                    "mode": "string",
+                    "tempToken": "string",
+                },
             ),
             Endpoint(
                 "POST",
                 "/magic-link/verify",
                 self.magic_link_verify,
-                "Sign in with a magic link (cookies, or tokens with X-Auth-Strategy: bearer)",
-                body={"token": "string"},
+                "Sign in with a magic link (cookies, or tokens with X-Auth-Strategy: bearer); "
+                "mode '2fa' completes a challenge with the mailed code in token",
+                body={"token": "string", "mode": "string", "tempToken": "string"},
                 required=("token",),
             ),
             Endpoint(
                 "POST",
                 "/sms/send",
                 self.sms_send,
-                "Text a sign-in code to the account's phone (by userId, email or phone)",
-                body={"userId": "string", "email": "string", "phone": "string"},
+                "Text a sign-in code to the account's phone (by userId, email or phone); "
+                "mode '2fa' with a tempToken texts a second-factor code",
+                body={
+                    "userId": "string",
+                    "email": "string",
+                    "phone": "string",
+                    "mode": "string",
+                    "tempToken": "string",
+                },
             ),
             Endpoint(
                 "POST",
                 "/sms/verify",
                 self.sms_verify,
-                "Sign in with a texted code, or verify a number added while signed in",
-                body={"userId": "string", "phone": "string", "code": "string"},
+                "Sign in with a texted code, or verify a number added while signed in; "
+                "mode '2fa' completes a challenge",
+                body={
+                    "userId": "string",
+                    "phone": "string",
+                    "code": "string",
+                    "mode": "string",
+                    "tempToken": "string",
+                },
                 required=("code",),
             ),
             Endpoint(
