@@ -32,7 +32,6 @@ format: install
 	$(BIN)/ruff check --fix authql tests bench
 
 bench: install
-	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python bench/run.py
 
 clean:
