@@ -26,6 +26,7 @@ from authql.resolvers.outcomes import AuthOutcome
 from authql.resolvers.sessions import find_account, record_failure, revoke_sessions, start_session
 from authql.services.events import AuthEventType
 from authql.services.tokens import digest
+from authql.views import UserView
 
 MAX_CHALLENGE_ATTEMPTS = 5
 SMS_PURPOSE = "2fa_sms"
@@ -354,3 +355,29 @@ async def verify_two_factor(
     return await start_session(
         ctx, user, method=challenge.method, remember=challenge.remember, second_factor_done=True
     )
+
+
+@dataclass(frozen=True)
+class ChallengeView:
+    """What a surface may show about a pending challenge (Browsary's 2fa_required state)."""
+
+    user: UserView
+    purpose: str
+    methods: tuple[str, ...]
+    expires_at: dt.datetime
+
+
+async def describe_challenge(ctx: RequestContext, *, challenge_token: str) -> ChallengeView:
+    """The live challenge behind ``challenge_token`` (of either purpose); CHALLENGE_INVALID
+    otherwise. Reading it spends nothing and changes nothing."""
+    challenge = (
+        await TwoFactorChallenge.get_or_none(digest=digest(challenge_token))
+        if challenge_token
+        else None
+    )
+    if challenge is None:
+        raise ChallengeInvalid()
+    live = await _live_challenge(ctx, challenge_token, purpose=challenge.purpose)
+    user = await User.get(id=live.user_id)
+    methods = ("TOTP",) if live.purpose == "setup" else await available_methods(user)
+    return ChallengeView(await UserView.load(user), live.purpose, methods, live.expires_at)
