@@ -59,6 +59,75 @@ DEFAULT_RATE_LIMITS: dict[str, tuple[int, int]] = {
 _PERIOD_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+@dataclass(frozen=True)
+class OAuthProviderConfig:
+    """One external identity provider (``AUTHQL_OAUTH_<NAME>_*``).
+
+    OIDC providers need ``discovery_url`` (or ``issuer`` + explicit endpoints + ``jwks_url``);
+    plain OAuth 2 providers (GitHub) need the authorize, token and user-info endpoints.
+    """
+
+    name: str
+    client_id: str
+    client_secret: str
+    kind: str = "oidc"  # oidc | github
+    discovery_url: str = ""
+    issuer: str = ""
+    authorize_url: str = ""
+    token_url: str = ""
+    userinfo_url: str = ""
+    jwks_url: str = ""
+    api_url: str = ""
+    scopes: tuple[str, ...] = ("openid", "email", "profile")
+    display_name: str = ""
+
+
+_PROVIDER_DEFAULTS: dict[str, dict[str, object]] = {
+    "google": {
+        "kind": "oidc",
+        "discovery_url": "https://accounts.google.com/.well-known/openid-configuration",
+        "display_name": "Google",
+    },
+    "github": {
+        "kind": "github",
+        "authorize_url": "https://github.com/login/oauth/authorize",
+        "token_url": "https://github.com/login/oauth/access_token",
+        "api_url": "https://api.github.com",
+        "scopes": ("read:user", "user:email"),
+        "display_name": "GitHub",
+    },
+}
+
+
+def parse_oauth_providers(
+    raw: str, environ: Mapping[str, str]
+) -> tuple[OAuthProviderConfig, ...]:
+    """``name,...`` plus each provider's ``AUTHQL_OAUTH_<NAME>_*`` variables."""
+    providers = []
+    for name in _csv(raw.lower()):
+        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", name):
+            raise ConfigError(f"AUTHQL_OAUTH_PROVIDERS: bad provider name {name!r}")
+        prefix = f"AUTHQL_OAUTH_{name.upper().replace('-', '_')}_"
+        values: dict[str, object] = {"name": name, **_PROVIDER_DEFAULTS.get(name, {})}
+        for key in ("client_id", "client_secret", "discovery_url", "issuer", "authorize_url",
+                    "token_url", "userinfo_url", "jwks_url", "api_url", "kind",
+                    "display_name"):
+            if (prefix + key.upper()) in environ:
+                values[key] = environ[prefix + key.upper()].strip()
+        if (prefix + "SCOPES") in environ:
+            values["scopes"] = tuple(environ[prefix + "SCOPES"].replace(",", " ").split())
+        for required in ("client_id", "client_secret"):
+            if not values.get(required):
+                raise ConfigError(f"{prefix}{required.upper()} is required for provider {name}")
+        config = OAuthProviderConfig(**values)  # type: ignore[arg-type]
+        if config.kind == "oidc" and not (config.discovery_url or config.issuer):
+            raise ConfigError(f"{prefix}DISCOVERY_URL (or _ISSUER and endpoints) is required")
+        if config.kind == "github" and not (config.authorize_url and config.token_url):
+            raise ConfigError(f"{prefix}AUTHORIZE_URL and _TOKEN_URL are required")
+        providers.append(config)
+    return tuple(providers)
+
+
 class ConfigError(ValueError):
     """A configuration value is missing or malformed; the message names the variable."""
 
@@ -88,6 +157,7 @@ class Settings:
     require_two_factor: bool = False
     rest_dialects: tuple[tuple[str, str], ...] = (("node-auth", "/auth"), ("browsary", "/api/auth"))
     node_auth_csrf: bool = False
+    oauth_providers: tuple[OAuthProviderConfig, ...] = ()
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65_536
     argon2_parallelism: int = 4
@@ -292,6 +362,8 @@ ENVIRONMENT: dict[str, tuple[str, object]] = {
     "AUTHQL_REQUIRE_TWO_FACTOR": ("require_two_factor", _bool),
     "AUTHQL_REST_DIALECTS": ("rest_dialects", parse_dialects),
     "AUTHQL_NODE_AUTH_CSRF": ("node_auth_csrf", _bool),
+    # Read with each provider's AUTHQL_OAUTH_<NAME>_* variables in from_env.
+    "AUTHQL_OAUTH_PROVIDERS": ("oauth_providers", lambda raw: ()),
     "AUTHQL_ARGON2_TIME_COST": ("argon2_time_cost", _int),
     "AUTHQL_ARGON2_MEMORY_KIB": ("argon2_memory_kib", _int),
     "AUTHQL_ARGON2_PARALLELISM": ("argon2_parallelism", _int),
@@ -345,6 +417,11 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
         sqlite_dir = _sqlite_data_dir(settings.database_url)
         if sqlite_dir is not None:
             settings = replace(settings, data_dir=sqlite_dir)
+    if environ.get("AUTHQL_OAUTH_PROVIDERS", "").strip():
+        settings = replace(
+            settings,
+            oauth_providers=parse_oauth_providers(environ["AUTHQL_OAUTH_PROVIDERS"], environ),
+        )
     if "AUTHQL_ALLOWED_REDIRECTS" not in environ:
         settings = replace(settings, allowed_redirects=(_origin(settings.public_url),))
     if "AUTHQL_INTROSPECTION" not in environ and settings.production:

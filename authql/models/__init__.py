@@ -1,6 +1,7 @@
 """Tortoise models, one module per aggregate. Secrets are stored only as digests or hashes."""
 
 from authql.models.event import AuthEventRecord
+from authql.models.identity import Identity, OAuthState
 from authql.models.mfa import BackupCode, TotpCredential, TwoFactorChallenge
 from authql.models.session import RefreshToken, Session
 from authql.models.token import OneTimeToken
@@ -13,12 +14,15 @@ MODEL_MODULES = [
     "authql.models.event",
     "authql.models.token",
     "authql.models.mfa",
+    "authql.models.identity",
 ]
 
 __all__ = [
     "MODEL_MODULES",
     "AuthEventRecord",
     "BackupCode",
+    "Identity",
+    "OAuthState",
     "OneTimeToken",
     "RefreshToken",
     "Session",

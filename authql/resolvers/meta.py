@@ -27,11 +27,16 @@ class ProviderView:
 
 
 def auth_providers(ctx: RequestContext) -> list[ProviderView]:
-    """The sign-in methods this server offers."""
+    """The sign-in methods this server offers, external providers included."""
     return [
         ProviderView(id="local", kind="password", name="Email and password"),
         ProviderView(id="magic-link", kind="passwordless", name="Email link"),
         ProviderView(id="sms", kind="passwordless", name="Text message code"),
+        ProviderView(id="totp", kind="second-factor", name="Authenticator app"),
+        *(
+            ProviderView(id=client.name, kind="oauth", name=client.display_name)
+            for client in ctx.services.oauth.all()
+        ),
     ]
 
 

@@ -9,6 +9,7 @@ from authql.resolvers import (
     admin,
     email_change,
     mfa,
+    oauth,
     passwordless,
     passwords,
     recovery,
@@ -24,6 +25,11 @@ from authql.schema.types import (
     UpdateProfileInput,
     User,
 )
+
+#: The cookie binding an OAuth flow to the browser that started it (HttpOnly, 10 min).
+OAUTH_BINDING_COOKIE = "authql_oauth"
+#: Where the provider sends SPA flows that named no redirect URI.
+OAUTH_CALLBACK_PAGE = "/oauth/callback"
 
 
 @strawberry.type
@@ -200,3 +206,50 @@ class Mutation:
     @strawberry.mutation(description="Rotate the authenticator secret; confirm it again.")
     async def reset_totp(self, info: strawberry.Info, code: str) -> TotpSetup:
         return await mfa.reset_totp(info.context, code=code)  # type: ignore[return-value]
+
+    @strawberry.mutation(
+        description="Start an external sign-in; returns the URL to send the browser to."
+    )
+    async def start_o_auth(
+        self,
+        info: strawberry.Info,
+        provider: str,
+        redirect_uri: str | None = None,
+        link: bool | None = False,
+    ) -> str:
+        context = info.context
+        settings = context.services.settings
+        started = await oauth.start_oauth(
+            context,
+            provider=provider,
+            redirect_uri=redirect_uri or f"{settings.public_url}{OAUTH_CALLBACK_PAGE}",
+            link=bool(link),
+            trusted_redirect=redirect_uri is None,
+        )
+        context.response.set_cookie(
+            OAUTH_BINDING_COOKIE,
+            started.binding,
+            max_age=oauth.STATE_TTL,
+            httponly=True,
+            samesite="lax",
+            secure=settings.secure_cookies,
+        )
+        return started.authorization_url
+
+    @strawberry.mutation(description="Finish an external sign-in from the provider's callback.")
+    async def finish_o_auth(
+        self, info: strawberry.Info, provider: str, code: str, state: str
+    ) -> AuthPayload:
+        context = info.context
+        finished = await oauth.finish_oauth(
+            context,
+            provider=provider,
+            code=code,
+            state=state,
+            binding=context.request.cookies.get(OAUTH_BINDING_COOKIE),
+        )
+        return finished.outcome  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Remove a linked external account.")
+    async def unlink_account(self, info: strawberry.Info, provider: str, account_id: str) -> bool:
+        return await oauth.unlink_account(info.context, provider=provider, account_id=account_id)

@@ -30,6 +30,14 @@ class TwoFactorPreflight:
     methods: list[TwoFactorMethod]
 
 
+@strawberry.type(description="An external account linked to a user.")
+class LinkedAccount:
+    provider: str
+    account_id: str
+    email: str | None
+    linked_at: dt.datetime
+
+
 @strawberry.type(description="An account as its owner (or an admin) sees it.")
 class User:
     id: strawberry.ID
@@ -48,6 +56,12 @@ class User:
     updated_at: dt.datetime
     last_login_at: dt.datetime | None
     locked_until: dt.datetime | None
+
+    @strawberry.field(description="External accounts linked to this one.")
+    async def linked_accounts(self) -> list[LinkedAccount]:
+        from authql.resolvers.oauth import linked_accounts
+
+        return await linked_accounts(self.id)  # type: ignore[return-value]
 
     @strawberry.field(description="Admins only; soft-deleted accounts.")
     def deleted_at(self, info: strawberry.Info) -> dt.datetime | None:

@@ -12,6 +12,7 @@ from authql.services.delivery import DeliveryQueue
 from authql.services.events import AuthEvent, AuthEventType, EventBus
 from authql.services.lockout import PhantomLockouts
 from authql.services.mail import ConsoleMailer, Mailer, SmtpMailer
+from authql.services.oauth_clients import OAuthProviders
 from authql.services.onetime import OneTimeTokens
 from authql.services.passwords import PasswordService
 from authql.services.principals import PrincipalCache
@@ -41,6 +42,7 @@ class Services:
     templates: Templates
     delivery: DeliveryQueue
     totp: TotpService
+    oauth: OAuthProviders
 
     def close(self) -> None:
         self.passwords.close()
@@ -99,6 +101,7 @@ def build_services(
             on_failure=report_failure,
         ),
         totp=TotpService(settings.secret_key, settings.product_name),
+        oauth=OAuthProviders(settings.oauth_providers),
     )
 
 

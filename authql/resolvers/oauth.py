@@ -1,0 +1,300 @@
+"""Sign-in with external identity providers: start, finish, link, unlink, list.
+
+Security rules (RFC 9700, OpenID Connect Core; SECURITY.md A9, A10):
+- Authorization code with PKCE (S256); ``state`` is random, single use, ten minutes, stored
+  server-side, and bound to the browser that started the flow through a cookie whose
+  digest the state record holds; the OIDC ``nonce`` is checked in the id_token.
+- Identities are keyed by (provider, subject), never by email. An unknown identity whose
+  email matches an existing account is NOT linked: the answer is CONFLICT, and the owner
+  must sign in and link it deliberately.
+- Redirect targets are exact entries of AUTHQL_ALLOWED_REDIRECTS (or a surface's own
+  callback route); never an open redirect.
+- A known identity signs in through ``start_session``, so 2FA holds here too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from authql.context import RequestContext
+from authql.errors import (
+    Conflict,
+    Forbidden,
+    InvalidToken,
+    NotFound,
+    ProviderError,
+    ValidationFailed,
+)
+from authql.models import Identity, OAuthState, User
+from authql.resolvers import _notify
+from authql.resolvers._common import emit, spend
+from authql.resolvers.outcomes import AuthOutcome, AuthStatus
+from authql.resolvers.sessions import start_session
+from authql.services.events import AuthEventType
+from authql.services.oauth_clients import (
+    ExternalIdentity,
+    IdentityRejected,
+    OAuthClient,
+    ProviderUnavailable,
+)
+from authql.services.tokens import digest
+from authql.views import UserView
+
+STATE_TTL = 600
+
+
+@dataclass(frozen=True)
+class OAuthStart:
+    """Where to send the browser, and the binding secret to set as a cookie on it."""
+
+    authorization_url: str
+    binding: str
+    state: str
+
+
+@dataclass(frozen=True)
+class OAuthFinish:
+    """How a callback ended: ``login``/``registered`` (outcome carries the session or the
+    2FA challenge) or ``linked`` (the caller's account gained the identity)."""
+
+    result: str
+    outcome: AuthOutcome
+    return_url: str | None
+    provider: str
+
+
+@dataclass(frozen=True)
+class LinkedAccountView:
+    provider: str
+    account_id: str
+    email: str | None
+    linked_at: dt.datetime
+
+
+def provider_client(ctx: RequestContext, name: str) -> OAuthClient:
+    """The configured provider ``name``; NOT_FOUND for anything else."""
+    client = ctx.services.oauth.get(name)
+    if client is None:
+        raise NotFound("Unknown sign-in provider.")
+    return client
+
+
+def _check_redirect_uri(ctx: RequestContext, redirect_uri: str, trusted: bool) -> str:
+    if trusted:
+        return redirect_uri
+    allowed = {entry.rstrip("/") for entry in ctx.services.settings.allowed_redirects}
+    if redirect_uri.rstrip("/") not in allowed:
+        raise ValidationFailed(
+            "Redirect URI not allowed.", fields={"redirectUri": "Not an allowed redirect URI."}
+        )
+    return redirect_uri
+
+
+async def start_oauth(
+    ctx: RequestContext,
+    *,
+    provider: str,
+    redirect_uri: str,
+    link: bool = False,
+    return_url: str | None = None,
+    trusted_redirect: bool = False,
+) -> OAuthStart:
+    """Begin an authorization-code flow. ``redirect_uri`` must be listed exactly in
+    AUTHQL_ALLOWED_REDIRECTS unless a surface passes its own callback route
+    (``trusted_redirect``). ``link`` needs a signed-in caller. Raises NOT_FOUND (provider),
+    VALIDATION_ERROR (redirects), UNAUTHORIZED, PROVIDER_ERROR, RATE_LIMITED."""
+    client = provider_client(ctx, provider)
+    redirect_uri = _check_redirect_uri(ctx, redirect_uri, trusted_redirect)
+    return_url = _notify.check_return_url(ctx, return_url)
+    link_user = ctx.require_principal().user.id if link else None
+    await spend(ctx, "login_ip", ctx.ip_address)
+    state, nonce, verifier, binding = (secrets.token_urlsafe(32) for _ in range(4))
+    try:
+        url = await client.authorization_url(
+            redirect_uri=redirect_uri, state=state, nonce=nonce, code_verifier=verifier
+        )
+    except ProviderUnavailable:
+        raise ProviderError("The sign-in provider is unavailable.") from None
+    now = ctx.services.clock.now()
+    await OAuthState.create(
+        id=uuid.uuid4(),
+        digest=digest(state),
+        provider=provider,
+        code_verifier=verifier,
+        nonce=nonce,
+        redirect_uri=redirect_uri,
+        return_url=return_url,
+        link_user_id=link_user,
+        binding_digest=digest(binding),
+        created_at=now,
+        expires_at=now + dt.timedelta(seconds=STATE_TTL),
+    )
+    return OAuthStart(authorization_url=url, binding=binding, state=state)
+
+
+async def _claim_state(
+    ctx: RequestContext, provider: str, state: str, binding: str | None
+) -> OAuthState:
+    now = ctx.services.clock.now()
+    record = await OAuthState.get_or_none(digest=digest(state)) if state else None
+    if (
+        record is None
+        or record.provider != provider
+        or record.used_at is not None
+        or record.expires_at <= now
+        or not binding
+        or not hmac.compare_digest(digest(binding), record.binding_digest)
+    ):
+        raise InvalidToken("Invalid or expired sign-in state.")
+    claimed = await OAuthState.filter(id=record.id, used_at=None).update(used_at=now)
+    if claimed != 1:
+        raise InvalidToken("Invalid or expired sign-in state.")
+    return record
+
+
+async def finish_oauth(
+    ctx: RequestContext,
+    *,
+    provider: str,
+    code: str,
+    state: str,
+    binding: str | None,
+    remember: bool = False,
+) -> OAuthFinish:
+    """Complete a flow from the provider's callback.
+
+    The state must be live, unused, for this provider and presented by the browser that
+    started the flow (``binding``). Then: a known identity signs in (through 2FA when on);
+    a flow started with ``link`` links the identity to that account; an unknown identity
+    whose email belongs to an account answers CONFLICT (never linked silently); otherwise a
+    new account is created (its email verified only if the provider says so). Raises
+    INVALID_TOKEN (state, code, id_token, nonce), PROVIDER_ERROR, CONFLICT."""
+    client = provider_client(ctx, provider)
+    await spend(ctx, "verify_ip", ctx.ip_address)
+    record = await _claim_state(ctx, provider, state, binding)
+    try:
+        external = await client.identity(
+            code=code,
+            code_verifier=record.code_verifier,
+            redirect_uri=record.redirect_uri,
+            nonce=record.nonce,
+        )
+    except ProviderUnavailable:
+        raise ProviderError("The sign-in provider is unavailable.") from None
+    except IdentityRejected:
+        raise InvalidToken("The sign-in provider's answer could not be verified.") from None
+    existing = await Identity.get_or_none(provider=provider, subject=external.subject)
+    method = f"oauth:{provider}"
+    if record.link_user_id is not None:
+        user = await User.get_or_none(id=record.link_user_id, deleted_at=None)
+        if user is None:
+            raise InvalidToken("Invalid or expired sign-in state.")
+        if existing is not None and existing.user_id != user.id:
+            raise Conflict("This account is already linked to another user.")
+        if existing is None:
+            await _link(
+                ctx, user, provider, external.subject, external.email, external.email_verified
+            )
+        view = await UserView.load(user)
+        outcome = AuthOutcome(status=AuthStatus.OK, user=view)
+        return OAuthFinish("linked", outcome, record.return_url, provider)
+    if existing is not None:
+        user = await User.get_or_none(id=existing.user_id, deleted_at=None)
+        if user is None:
+            raise InvalidToken("This sign-in is no longer available.")
+        await emit(ctx, AuthEventType.OAUTH_LOGIN, user_id=str(user.id), provider=provider)
+        outcome = await start_session(ctx, user, method=method, remember=remember)
+        return OAuthFinish("login", outcome, record.return_url, provider)
+    user = await _register(ctx, provider, external)
+    outcome = await start_session(ctx, user, method=method, remember=remember)
+    return OAuthFinish("registered", outcome, record.return_url, provider)
+
+
+async def _register(ctx: RequestContext, provider: str, external: ExternalIdentity) -> User:
+    email = (external.email or "").strip().lower()
+    if not email:
+        raise ValidationFailed(
+            "The provider shared no email address.", fields={"email": "The provider shared none."}
+        )
+    if await User.exists(email=email):
+        # Never link by email: the provider's claim may be unverified or reassigned.
+        raise Conflict(
+            "An account with this email exists; sign in to it and link this provider.",
+            fields={"email": email},
+        )
+    try:
+        async with in_transaction():
+            user = await User.create(
+                id=uuid.uuid4(),
+                email=email,
+                email_verified=external.email_verified,
+                name=external.name,
+                password_hash=None,
+            )
+            await Identity.create(
+                id=uuid.uuid4(),
+                user_id=user.id,
+                provider=provider,
+                subject=external.subject,
+                email=email,
+                email_verified=external.email_verified,
+                linked_at=ctx.services.clock.now(),
+            )
+    except IntegrityError:
+        raise Conflict("This account already exists.") from None
+    await emit(ctx, AuthEventType.REGISTERED, user_id=str(user.id), method=f"oauth:{provider}")
+    await emit(ctx, AuthEventType.OAUTH_LOGIN, user_id=str(user.id), provider=provider)
+    return user
+
+
+async def _link(
+    ctx: RequestContext,
+    user: User,
+    provider: str,
+    subject: str,
+    email: str | None,
+    email_verified: bool,
+) -> None:
+    try:
+        await Identity.create(
+            id=uuid.uuid4(),
+            user_id=user.id,
+            provider=provider,
+            subject=subject,
+            email=email,
+            email_verified=email_verified,
+            linked_at=ctx.services.clock.now(),
+        )
+    except IntegrityError:
+        raise Conflict("This account is already linked.") from None
+    await emit(ctx, AuthEventType.OAUTH_LINKED, user_id=str(user.id), provider=provider)
+
+
+async def linked_accounts(user_id: str) -> list[LinkedAccountView]:
+    """The identities linked to ``user_id``, oldest first."""
+    rows = await Identity.filter(user_id=user_id).order_by("linked_at")
+    return [LinkedAccountView(row.provider, row.subject, row.email, row.linked_at) for row in rows]
+
+
+async def unlink_account(ctx: RequestContext, *, provider: str, account_id: str) -> bool:
+    """Remove one of the caller's linked identities. FORBIDDEN when it is the last way to
+    sign in (no password and no other identity); NOT_FOUND when it is not theirs."""
+    principal = ctx.require_principal()
+    identity = await Identity.get_or_none(
+        user_id=principal.user.id, provider=provider, subject=account_id
+    )
+    if identity is None:
+        raise NotFound("Linked account not found.")
+    others = await Identity.filter(user_id=principal.user.id).exclude(id=identity.id).count()
+    if not principal.user.has_password and others == 0:
+        raise Forbidden("Set a password or link another account first.")
+    await Identity.filter(id=identity.id).delete()
+    await emit(ctx, AuthEventType.OAUTH_UNLINKED, user_id=principal.user.id, provider=provider)
+    return True
