@@ -147,7 +147,7 @@ def _provider_name(provider: ProviderView) -> str | None:
         return "local"
     if provider.id == "magic-link" or provider.kind in ("magic_link", "magic-link"):
         return "magic-link"
-    if provider.kind == "passwordless":
+    if provider.kind in ("passwordless", "second-factor"):
         return None  # SMS codes
     return provider.id
 
