@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import statistics
 import time
 from collections.abc import Iterator
 
@@ -98,18 +97,20 @@ async def test_verify_without_a_hash_costs_as_much_as_a_real_verify(
     """Unknown accounts pay one full argon2 verify too, so timing cannot reveal existence."""
     real_hash = await costly.hash(PASSWORD)
 
-    async def median_seconds(stored: str | None) -> float:
-        durations = []
-        for _ in range(5):
-            started = time.perf_counter()
-            result = await costly.verify(stored, "wrong password!")
-            durations.append(time.perf_counter() - started)
-            assert result.ok is False
-        return statistics.median(durations)
+    async def seconds(stored: str | None) -> float:
+        started = time.perf_counter()
+        result = await costly.verify(stored, "wrong password!")
+        assert result.ok is False
+        return time.perf_counter() - started
 
     await costly.verify(None, "warm-up")  # the first call starts a worker thread
-    missing = await median_seconds(None)
-    mismatch = await median_seconds(real_hash)
+    # Interleaved, and the fastest of each kept: other load on the machine only ever adds
+    # time, so the minimum is the cost of the work itself.
+    timings: dict[str, list[float]] = {"missing": [], "mismatch": []}
+    for _ in range(7):
+        timings["missing"].append(await seconds(None))
+        timings["mismatch"].append(await seconds(real_hash))
+    missing, mismatch = min(timings["missing"]), min(timings["mismatch"])
     assert mismatch > 0.005, f"parameters too cheap to compare ({mismatch * 1000:.1f} ms)"
     assert 0.5 <= missing / mismatch <= 2.0, (
         f"verify(None) took {missing * 1000:.1f} ms, a real verify {mismatch * 1000:.1f} ms"
