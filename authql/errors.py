@@ -15,6 +15,7 @@ unexpected failure and is masked by the adapters.
     ├── TwoFactorRequired      TWO_FACTOR_REQUIRED
     ├── NotFound               NOT_FOUND
     ├── Conflict               CONFLICT
+    │   └── OAuthConflict      (an external identity matching an existing account's email)
     ├── AccountLocked          ACCOUNT_LOCKED     (+ retry_after)
     ├── RateLimited            RATE_LIMITED       (+ retry_after)
     └── ProviderError          PROVIDER_ERROR
@@ -121,6 +122,17 @@ class NotFound(AuthError):
 class Conflict(AuthError):
     code = ErrorCode.CONFLICT
     default_message = "Already in use."
+
+
+class OAuthConflict(Conflict):
+    """An external identity whose email belongs to an existing account: never linked
+    silently. ``pending_token`` lets the surface offer the owner a proof-of-ownership
+    link (it is not part of the message and must only go back to the same browser)."""
+
+    def __init__(self, message: str, *, email: str, pending_token: str) -> None:
+        super().__init__(message, fields={"email": email})
+        self.email = email
+        self.pending_token = pending_token
 
 
 class AccountLocked(AuthError):

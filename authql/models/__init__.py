@@ -1,7 +1,7 @@
 """Tortoise models, one module per aggregate. Secrets are stored only as digests or hashes."""
 
 from authql.models.event import AuthEventRecord
-from authql.models.identity import Identity, OAuthState
+from authql.models.identity import Identity, OAuthState, PendingIdentity
 from authql.models.mfa import BackupCode, TotpCredential, TwoFactorChallenge
 from authql.models.session import RefreshToken, Session
 from authql.models.token import OneTimeToken
@@ -24,6 +24,7 @@ __all__ = [
     "Identity",
     "OAuthState",
     "OneTimeToken",
+    "PendingIdentity",
     "RefreshToken",
     "Session",
     "TotpCredential",

@@ -13,7 +13,9 @@ class Identity(Model):
     never by email: a mutable or unverified email claim must not decide who signs in."""
 
     id = fields.UUIDField(primary_key=True, default=uuid.uuid4)
-    user = fields.ForeignKeyField("models.User", related_name="identities", on_delete=fields.CASCADE)
+    user = fields.ForeignKeyField(
+        "models.User", related_name="identities", on_delete=fields.CASCADE
+    )
     provider = fields.CharField(max_length=32)
     subject = fields.CharField(max_length=255)
     email = fields.CharField(max_length=320, null=True)
@@ -53,3 +55,25 @@ class OAuthState(Model):
     class Meta:
         table = "oauth_states"
         table_description = "Authorization-code flows in flight"
+
+
+class PendingIdentity(Model):
+    """An external identity the provider vouched for but that belongs to no account yet:
+    waiting to be registered (Browsary's register step) or linked after its owner proves
+    control of the matching account (node-auth's link-request / link-verify). Single use,
+    short-lived, looked up by the digest of a token handed to the browser."""
+
+    id = fields.UUIDField(primary_key=True, default=uuid.uuid4)
+    digest = fields.CharField(max_length=64, unique=True)
+    provider = fields.CharField(max_length=32)
+    subject = fields.CharField(max_length=255)
+    email = fields.CharField(max_length=320, null=True)
+    email_verified = fields.BooleanField(default=False)
+    name = fields.CharField(max_length=200, null=True)
+    created_at = fields.DatetimeField()
+    expires_at = fields.DatetimeField(db_index=True)
+    used_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "pending_identities"
+        table_description = "External identities waiting to be registered or linked"

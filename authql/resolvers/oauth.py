@@ -29,12 +29,13 @@ from authql.errors import (
     Forbidden,
     InvalidToken,
     NotFound,
+    OAuthConflict,
     ProviderError,
     ValidationFailed,
 )
-from authql.models import Identity, OAuthState, User
+from authql.models import Identity, OAuthState, PendingIdentity, User
 from authql.resolvers import _notify
-from authql.resolvers._common import emit, spend
+from authql.resolvers._common import check_email, check_password, check_text, emit, spend
 from authql.resolvers.outcomes import AuthOutcome, AuthStatus
 from authql.resolvers.sessions import start_session
 from authql.services.events import AuthEventType
@@ -48,6 +49,8 @@ from authql.services.tokens import digest
 from authql.views import UserView
 
 STATE_TTL = 600
+PENDING_TTL = 900
+LINK_PURPOSE = "link_identity"
 
 
 @dataclass(frozen=True)
@@ -62,12 +65,14 @@ class OAuthStart:
 @dataclass(frozen=True)
 class OAuthFinish:
     """How a callback ended: ``login``/``registered`` (outcome carries the session or the
-    2FA challenge) or ``linked`` (the caller's account gained the identity)."""
+    2FA challenge), ``linked`` (the caller's account gained the identity) or ``register``
+    (``register_token`` names the pending identity for ``register_external``)."""
 
     result: str
     outcome: AuthOutcome
     return_url: str | None
     provider: str
+    register_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +172,7 @@ async def finish_oauth(
     state: str,
     binding: str | None,
     remember: bool = False,
+    create_account: bool = True,
 ) -> OAuthFinish:
     """Complete a flow from the provider's callback.
 
@@ -174,7 +180,8 @@ async def finish_oauth(
     started the flow (``binding``). Then: a known identity signs in (through 2FA when on);
     a flow started with ``link`` links the identity to that account; an unknown identity
     whose email belongs to an account answers CONFLICT (never linked silently); otherwise a
-    new account is created (its email verified only if the provider says so). Raises
+    new account is created (its email verified only if the provider says so), or, with
+    ``create_account=False``, a register token for ``register_external``. Raises
     INVALID_TOKEN (state, code, id_token, nonce), PROVIDER_ERROR, CONFLICT."""
     client = provider_client(ctx, provider)
     await spend(ctx, "verify_ip", ctx.ip_address)
@@ -212,6 +219,10 @@ async def finish_oauth(
         await emit(ctx, AuthEventType.OAUTH_LOGIN, user_id=str(user.id), provider=provider)
         outcome = await start_session(ctx, user, method=method, remember=remember)
         return OAuthFinish("login", outcome, record.return_url, provider)
+    if not create_account:
+        token = await _pend(ctx, provider, external)
+        outcome = AuthOutcome(status=AuthStatus.OK)
+        return OAuthFinish("register", outcome, record.return_url, provider, token)
     user = await _register(ctx, provider, external)
     outcome = await start_session(ctx, user, method=method, remember=remember)
     return OAuthFinish("registered", outcome, record.return_url, provider)
@@ -225,9 +236,11 @@ async def _register(ctx: RequestContext, provider: str, external: ExternalIdenti
         )
     if await User.exists(email=email):
         # Never link by email: the provider's claim may be unverified or reassigned.
-        raise Conflict(
+        pending = await _pend(ctx, provider, external)
+        raise OAuthConflict(
             "An account with this email exists; sign in to it and link this provider.",
-            fields={"email": email},
+            email=email,
+            pending_token=pending,
         )
     try:
         async with in_transaction():
@@ -298,3 +311,142 @@ async def unlink_account(ctx: RequestContext, *, provider: str, account_id: str)
     await Identity.filter(id=identity.id).delete()
     await emit(ctx, AuthEventType.OAUTH_UNLINKED, user_id=principal.user.id, provider=provider)
     return True
+
+
+async def _pend(ctx: RequestContext, provider: str, external: ExternalIdentity) -> str:
+    """Park ``external`` for a later register or proven link; the token goes to the browser."""
+    token = secrets.token_urlsafe(32)
+    now = ctx.services.clock.now()
+    await PendingIdentity.create(
+        id=uuid.uuid4(),
+        digest=digest(token),
+        provider=provider,
+        subject=external.subject,
+        email=(external.email or "").strip().lower() or None,
+        email_verified=external.email_verified,
+        name=external.name,
+        created_at=now,
+        expires_at=now + dt.timedelta(seconds=PENDING_TTL),
+    )
+    return token
+
+
+async def _pending(ctx: RequestContext, token: str, *, claim: bool) -> PendingIdentity:
+    now = ctx.services.clock.now()
+    record = await PendingIdentity.get_or_none(digest=digest(token)) if token else None
+    if record is None or record.used_at is not None or record.expires_at <= now:
+        raise InvalidToken("Invalid or expired sign-in.")
+    if claim:
+        claimed = await PendingIdentity.filter(id=record.id, used_at=None).update(used_at=now)
+        if claimed != 1:
+            raise InvalidToken("Invalid or expired sign-in.")
+    return record
+
+
+async def register_external(
+    ctx: RequestContext,
+    *,
+    token: str,
+    email: str | None = None,
+    password: str | None = None,
+    first_name: str | None = None,
+    last_name: str | None = None,
+) -> AuthOutcome:
+    """Create an account for a pending external identity and sign in (2FA cannot be on yet).
+
+    The address is the provider's unless ``email`` chooses another; it counts as verified
+    only when the provider verified that same address. A password is optional (the
+    identity is a way in). Raises INVALID_TOKEN, VALIDATION_ERROR, CONFLICT."""
+    record = await _pending(ctx, token, claim=False)
+    chosen = check_email(email) if email else record.email
+    if not chosen:
+        raise ValidationFailed("An email address is required.", fields={"email": "Required."})
+    password_hash = None
+    if password:
+        check_password(ctx, password)
+        password_hash = await ctx.services.passwords.hash(password)
+    if await User.exists(email=chosen):
+        raise Conflict("Email already in use.", fields={"email": "Already in use."})
+    record = await _pending(ctx, token, claim=True)
+    verified = record.email_verified and record.email == chosen
+    try:
+        async with in_transaction():
+            user = await User.create(
+                id=uuid.uuid4(),
+                email=chosen,
+                email_verified=verified,
+                name=record.name,
+                first_name=check_text(first_name, field="firstName", max_length=100),
+                last_name=check_text(last_name, field="lastName", max_length=100),
+                password_hash=password_hash,
+            )
+            await Identity.create(
+                id=uuid.uuid4(),
+                user_id=user.id,
+                provider=record.provider,
+                subject=record.subject,
+                email=record.email,
+                email_verified=record.email_verified,
+                linked_at=ctx.services.clock.now(),
+            )
+    except IntegrityError:
+        raise Conflict("This account already exists.") from None
+    await emit(
+        ctx, AuthEventType.REGISTERED, user_id=str(user.id), method=f"oauth:{record.provider}"
+    )
+    return await start_session(ctx, user, method=f"oauth:{record.provider}")
+
+
+async def request_link(
+    ctx: RequestContext, *, pending_token: str, email: str, link_base: str | None = None
+) -> bool:
+    """Mail the owner of ``email`` a link that attaches the pending identity to their
+    account. Always True (whether or not such an account exists); the mail goes only to
+    the stored address. Raises INVALID_TOKEN for a dead pending identity, RATE_LIMITED."""
+    record = await _pending(ctx, pending_token, claim=False)
+    address = check_email(email)
+    await spend(ctx, "recovery_ip", ctx.ip_address)
+    await spend(ctx, "recovery", address)
+    ttl = ctx.services.settings.email_change_ttl
+
+    async def job() -> None:
+        user = await User.get_or_none(email=address, deleted_at=None)
+        if user is None:
+            return
+        secret = await ctx.services.one_time.issue_link(
+            str(user.id), LINK_PURPOSE, ttl=ttl, data={"pending": str(record.id)}
+        )
+        _notify.mail(
+            ctx,
+            user.email,
+            "link_account",
+            provider=record.provider,
+            link=_notify.link(ctx, link_base, secret, None, page="/link-account"),
+            minutes=_notify.minutes(ttl),
+        )
+
+    ctx.services.delivery.defer("link-request", job)
+    return True
+
+
+async def verify_link(ctx: RequestContext, *, token: str, sign_in: bool = False) -> AuthOutcome:
+    """Attach the pending identity named in an emailed link to the mailbox owner's account;
+    with ``sign_in`` a sign-in follows (a session or the 2FA challenge). Raises
+    INVALID_TOKEN, CONFLICT (the identity got linked elsewhere meanwhile)."""
+    await spend(ctx, "verify_ip", ctx.ip_address)
+    link = await ctx.services.one_time.consume_link(token, LINK_PURPOSE)
+    pending_id = link.data.get("pending")
+    now = ctx.services.clock.now()
+    record = await PendingIdentity.get_or_none(id=pending_id) if pending_id else None
+    if record is None or record.expires_at <= now:
+        raise InvalidToken("Invalid or expired link.")
+    claimed = await PendingIdentity.filter(id=record.id, used_at=None).update(used_at=now)
+    user = await User.get_or_none(id=link.user_id, deleted_at=None)
+    if claimed != 1 or user is None:
+        raise InvalidToken("Invalid or expired link.")
+    if await Identity.exists(provider=record.provider, subject=record.subject):
+        raise Conflict("This account is already linked.")
+    await _link(ctx, user, record.provider, record.subject, record.email, record.email_verified)
+    if sign_in:
+        return await start_session(ctx, user, method=f"oauth:{record.provider}")
+    return AuthOutcome(status=AuthStatus.OK, user=await UserView.load(user))

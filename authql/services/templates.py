@@ -54,6 +54,12 @@ _DEFAULTS: dict[str, tuple[str, str]] = {
         "It expires in $minutes minutes and works once. If you did not ask for it, ignore "
         "this mail.",
     ),
+    "link_account": (
+        "Link your $provider account to $product",
+        "Someone signed in with $provider using this address and asked to link it to your "
+        "$product account. If that was you, open this link:\n\n$link\n\n"
+        "It expires in $minutes minutes. If it was not you, ignore this mail.",
+    ),
     "sms_code": ("", "$code is your $product code. It expires in $minutes minutes."),
     "email_code": (
         "Your $product code",
