@@ -17,7 +17,13 @@ from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
 from authql.context import RequestContext
-from authql.errors import ChallengeInvalid, Forbidden, InvalidToken, ValidationFailed
+from authql.errors import (
+    AccountLocked,
+    ChallengeInvalid,
+    Forbidden,
+    InvalidToken,
+    ValidationFailed,
+)
 from authql.models import BackupCode, TotpCredential, TwoFactorChallenge, User
 from authql.resolvers import _notify
 from authql.resolvers._common import emit, normalize_email, spend
@@ -324,6 +330,9 @@ async def verify_two_factor(
     user = await User.get_or_none(id=challenge.user_id, deleted_at=None)
     if user is None:
         raise ChallengeInvalid()
+    now = ctx.services.clock.now()
+    if user.locked_until is not None and user.locked_until > now:
+        raise AccountLocked(retry_after=(user.locked_until - now).total_seconds())
     accepted = False
     replayed = False
     if method == "TOTP":

@@ -84,7 +84,9 @@ async def start_session(
             created_at=now,
             expires_at=session.expires_at,
         )
-        await User.filter(id=user.id).update(last_login_at=now)
+        # Failures reset only when a session is issued: a right password followed by wrong
+        # second-factor codes must keep counting toward lockout.
+        await User.filter(id=user.id).update(last_login_at=now, failed_logins=0)
     user.last_login_at = now
     view = await UserView.load(user)
     session_view = SessionView.of(session, current_id=str(session.id))
@@ -170,10 +172,8 @@ async def login(
             reason="invalid_credentials",
         )
         raise InvalidCredentials()
-    updates: dict[str, Any] = {"failed_logins": 0}
     if verification.needs_rehash:
-        updates["password_hash"] = await services.passwords.hash(password)
-    await User.filter(id=user.id).update(**updates)
+        await User.filter(id=user.id).update(password_hash=await services.passwords.hash(password))
     services.limiter.reset("login", key)
     return await start_session(ctx, user, method="password", remember=remember)
 

@@ -28,7 +28,43 @@ session cookie and 302s to ``callbackUrl`` or ``/demo/dashboard`` [doc]. ``POST
 /reset-password {token, password}`` answers ``{success:true}`` (no sign-in; every session
 of the account ends and this request's session cookie, if any, is cleared).
 
+Two-factor routes (all need the session, or a Bearer access token): ``GET /2fa/setup`` ->
+``{success:true, data:{enabled, backupCodesCount}}`` (mfa.two_factor_status); ``POST
+/2fa/setup`` -> ``{success:true, data:{secret, qrCode, otpauthUrl}}`` (mfa.begin_totp_setup);
+``POST /2fa/verify {token}`` -> enables 2FA, ``{success:true, data:{backupCodes}}``
+(mfa.confirm_totp_setup); ``POST /2fa/disable {token}`` -> ``{success:true}``
+(mfa.disable_two_factor); ``POST /2fa/backup-codes {token}`` -> ``{success:true,
+data:{backupCodes}}`` (mfa.regenerate_backup_codes). A wrong or replayed code is 400
+``INVALID_TOKEN``; a missing one 400 ``VALIDATION_ERROR`` (``fields.token``); disable or
+backup-codes with 2FA off, or ``/2fa/verify`` before ``POST /2fa/setup``, 400
+``VALIDATION_ERROR``; disable while ``require_two_factor`` is on, 403 ``FORBIDDEN``. Like
+upstream's protectedRoute they have no dialect rate limit; authql's per-ip code budget
+applies.
+
+Sign-in with 2FA on (``signin/credentials`` and ``callback/credentials``): the NextAuth
+credentials provider takes the second factor with the credentials, as AuthCore's UI does
+(``check-2fa`` first, then email + password + code), in ``totpCode`` (or ``code`` /
+``token``). With a code the challenge that the password opened is completed in the same
+request (mfa.verify_two_factor; six digits are a TOTP code, anything else a backup code)
+and the session cookie is set. Without one: ``{url: <prefix>/error?error=TwoFactorRequired}``
+with 401 (302 for form posts), no cookie; a wrong, replayed or used code: ``error=
+InvalidTwoFactorCode``, 401 / 302. Wrong codes count toward the account lockout (then 423).
+
 Deliberate deviations (security):
+- ``POST /2fa/setup`` answers no backup codes (upstream returns them with the secret):
+  nothing is active until ``/2fa/verify`` confirms a code from the app, and the ten backup
+  codes come from that answer, shown once. ``/2fa/verify`` confirms the secret stored as
+  pending by the latest ``POST /2fa/setup`` (a client-sent secret is never trusted). With
+  2FA already on, ``POST /2fa/setup`` needs a current code in ``token`` and then replaces
+  the authenticator once ``/2fa/verify`` confirms the new one (mfa.reset_totp; the old one
+  works until then); without it, 400 ``VALIDATION_ERROR`` (``fields.token``).
+- Disable and backup-codes take a current TOTP or an unused backup code [doc]; a TOTP code
+  (its 30-second step) works once per account, so the code that just signed in or
+  confirmed the setup is refused as a replay.
+- Turning 2FA on ends every other session of the account; the current one stays.
+- The magic link (``GET /verify``) cannot complete 2FA in AuthCore's flow (it carries no
+  code): for an account with 2FA on it signs nobody in (see below); sign in with the
+  password and a code instead.
 - ``check-2fa`` never looks at the password (accepted and ignored) and answers unknown
   accounts like accounts without a factor: no enumeration, no password oracle.
 - ``callbackUrl`` may only be a relative path, the public URL's origin, or an entry of
@@ -57,11 +93,26 @@ Deliberate deviations (security):
   must be verified, else ``[]``. The user object: id, email, name, firstName, lastName,
   username, image (null), emailVerified (a boolean; NextAuth's Prisma adapter stores a
   date), twoFactorEnabled, roles, createdAt.
-- check-2fa methods are authql's factor names lower-cased (``totp``, ``backup_code``).
+- check-2fa methods are the factors sign-in takes, authql's names lower-cased (``totp``,
+  ``backup_code``). Texted or mailed codes cannot serve here: authql binds them to one
+  challenge, and each sign-in request opens a new one.
+- ``qrCode`` is a PNG data URI (``data:image/png;base64,...``) for an ``<img src>``.
+- 2FA route codes go in ``token`` (also ``totpCode`` / ``code``). Backup codes are
+  authql's (``xxxx-xxxx``).
+- Setup required by policy (``require_two_factor``, account without a factor): sign-in
+  answers ``{url: <prefix>/error?error=TwoFactorSetupRequired}`` with 403 (302 for forms)
+  and sets the setup challenge in the HttpOnly cookie ``authcore.2fa-setup`` (``__Secure-``
+  prefixed under https; Path ``<prefix>/2fa``, Max-Age 300, SameSite=Lax). With it and no
+  session, ``POST /2fa/setup`` and ``POST /2fa/verify`` enrol TOTP (and only that: no
+  other route accepts it, and it is never a session); ``/2fa/verify`` clears the cookie,
+  and the user then signs in with the password and the authenticator's next code (or a
+  backup code).
 - Provider and error URLs are prefix-relative paths (NextAuth answers absolute URLs).
 - Failed sign-in: ``{url: <prefix>/error?error=CredentialsSignin}`` with 401 for JSON callers
   (302 there for form posts); an unverified email (when verification is required) gives
-  ``error=EmailNotVerified`` with 403.
+  ``error=EmailNotVerified`` with 403; a missing second factor ``error=TwoFactorRequired``
+  and a wrong one ``error=InvalidTwoFactorCode`` with 401 (the status NextAuth gives an
+  error thrown by ``authorize``).
 - CSRF cookie value ``<token>|<HMAC-SHA256(secret_key, token)>``, a browser-session cookie;
   a valid one is reused by ``GET /csrf`` (as NextAuth does).
 - ``GET /session`` reports the session's absolute expiry (no NextAuth sliding ``updateAge``)
@@ -77,7 +128,8 @@ Deliberate deviations (security):
   200 ``{success:true, data:{user, url}}`` with the cookie. For an account with 2FA on, a
   good link signs nobody in (no second factor was given): 302 to ``<prefix>/error
   ?error=TwoFactorRequired`` (JSON callers: 403 ``TWO_FACTOR_REQUIRED``); the link is spent
-  and the email counts as verified.
+  and the email counts as verified. The link cannot take the second factor: the user signs
+  in with the password and a code.
 - ``reset-password`` also accepts ``newPassword`` for ``password``; reset and verify-email
   answer 400 ``INVALID_TOKEN`` for any bad token (used, unknown, expired, wrong purpose).
 - Register sends no verification mail by itself: the client calls ``resend-verification``
@@ -115,7 +167,8 @@ from authql.resolvers import (
     sessions,
     verification,
 )
-from authql.resolvers.outcomes import AuthStatus
+from authql.resolvers.challenges import CHALLENGE_TTL
+from authql.resolvers.outcomes import AuthOutcome, AuthStatus
 from authql.rest_compat._base import (
     Dialect,
     DialectRequest,
@@ -130,6 +183,12 @@ from authql.views import UserView
 
 SESSION_COOKIE = "authcore.session-token"
 CSRF_COOKIE = "authcore.csrf-token"
+#: Carries a setup challenge (2FA required by policy) to ``/2fa/setup`` and ``/2fa/verify``.
+SETUP_COOKIE = "authcore.2fa-setup"
+#: Where sign-in looks for the second factor, and the 2FA routes for the current code.
+_CODE_FIELDS = ("totpCode", "code", "token")
+#: authql's factors that AuthCore's one-request sign-in can take (check-2fa lists these).
+_SIGN_IN_FACTORS = ("TOTP", "BACKUP_CODE")
 _CSRF_PATHS = frozenset({"/signin/credentials", "/callback/credentials", "/signout"})
 #: Where ``GET /verify`` sends a signed-in user when the link carries no callbackUrl [doc].
 DEFAULT_VERIFY_REDIRECT = "/demo/dashboard"
@@ -162,6 +221,11 @@ def session_cookie_name(settings: Settings) -> str:
 def csrf_cookie_name(settings: Settings) -> str:
     """NextAuth's CSRF cookie name, ``__Host-`` prefixed under https."""
     return f"__Host-{CSRF_COOKIE}" if settings.secure_cookies else CSRF_COOKIE
+
+
+def setup_cookie_name(settings: Settings) -> str:
+    """The setup-challenge cookie's name, ``__Secure-`` prefixed under https."""
+    return f"__Secure-{SETUP_COOKIE}" if settings.secure_cookies else SETUP_COOKIE
 
 
 def next_steps(user: UserView, settings: Settings) -> list[str]:
@@ -234,7 +298,7 @@ class AuthCoreDialect(Dialect):
                 path,
                 self.sign_in,
                 "NextAuth credentials sign-in: session cookie, then {url} or 302",
-                body={**credentials, "json": "boolean"},
+                body={**credentials, "totpCode": "string", "json": "boolean"},
                 required=("email", "password", "csrfToken"),
                 rate_limit=auth,
             )
@@ -331,6 +395,55 @@ class AuthCoreDialect(Dialect):
                 required=("token", "password"),
                 rate_limit=auth,
             ),
+            *self._two_factor_endpoints(),
+        ]
+
+    def _two_factor_endpoints(self) -> list[Endpoint]:
+        code = {"token": "string"}
+        return [
+            Endpoint(
+                "GET",
+                "/2fa/setup",
+                self.two_factor_status,
+                "2FA status: {enabled, backupCodesCount}",
+                authenticated=True,
+            ),
+            Endpoint(
+                "POST",
+                "/2fa/setup",
+                self.two_factor_setup,
+                "Start authenticator enrolment: secret, PNG QR data URI and otpauth URL, enforced "
+                "only after /2fa/verify (with 2FA on, a current code in token replaces it)",
+                authenticated=True,
+                body=code,
+            ),
+            Endpoint(
+                "POST",
+                "/2fa/verify",
+                self.two_factor_verify,
+                "Confirm the pending secret with a code: enables 2FA, returns backup codes",
+                authenticated=True,
+                body=code,
+                required=("token",),
+            ),
+            Endpoint(
+                "POST",
+                "/2fa/disable",
+                self.two_factor_disable,
+                "Turn 2FA off (needs a current authenticator or backup code)",
+                authenticated=True,
+                body=code,
+                required=("token",),
+            ),
+            Endpoint(
+                "POST",
+                "/2fa/backup-codes",
+                self.backup_codes,
+                "Ten new backup codes, the old ones die (needs a current code)",
+                authenticated=True,
+                body=code,
+                required=("token",),
+            ),
         ]
 
     def render_error(self, error: AuthError) -> tuple[int, dict[str, Any]]:
@@ -369,7 +482,7 @@ class AuthCoreDialect(Dialect):
         )
         data = {
             "requires2FA": view.requires_two_factor,
-            "methods": [method.lower() for method in view.methods],
+            "methods": [method.lower() for method in view.methods if method in _SIGN_IN_FACTORS],
         }
         return json_response({"success": True, "data": data})
 
@@ -397,14 +510,31 @@ class AuthCoreDialect(Dialect):
     async def sign_in(self, request: DialectRequest) -> Response:
         email = await request.require("email")
         password = await request.require("password")
+        code = await request.string(_CODE_FIELDS[0], required=False, aliases=_CODE_FIELDS[1:])
         target = self._callback_url(await request.string("callbackUrl", required=False))
         as_json = await self._wants_json(request)
         try:
             outcome = await sessions.login(request.context, identifier=email, password=password)
         except InvalidCredentials:
             return self._navigate(self.url("/error?error=CredentialsSignin"), as_json, 401)
-        if outcome.status is not AuthStatus.OK or outcome.session_token is None:
+        if outcome.status is AuthStatus.TWO_FACTOR_SETUP_REQUIRED:
+            return self._setup_required(outcome, as_json)
+        if outcome.status is AuthStatus.TWO_FACTOR_REQUIRED:
+            if not code:
+                return self._navigate(self.url("/error?error=TwoFactorRequired"), as_json, 401)
+            assert outcome.challenge_token is not None
+            try:
+                outcome = await mfa.verify_two_factor(
+                    request.context,
+                    challenge_token=outcome.challenge_token,
+                    code=code,
+                    method="TOTP" if _totp_shaped(code) else "BACKUP_CODE",
+                )
+            except InvalidToken:
+                return self._navigate(self.url("/error?error=InvalidTwoFactorCode"), as_json, 401)
+        if outcome.status is AuthStatus.EMAIL_NOT_VERIFIED:
             return self._navigate(self.url("/error?error=EmailNotVerified"), as_json, 403)
+        assert outcome.status is AuthStatus.OK and outcome.session_token is not None
         response = self._navigate(target, as_json, 200)
         set_cookie(
             response,
@@ -445,6 +575,75 @@ class AuthCoreDialect(Dialect):
         response = self._navigate(target, as_json, 200)
         clear_cookie(response, self.settings, session_cookie_name(self.settings))
         return response
+
+    def _setup_required(self, outcome: AuthOutcome, as_json: bool) -> Response:
+        """NextAuth's error answer, plus the setup challenge in a cookie scoped to /2fa."""
+        assert outcome.challenge_token is not None
+        response = self._navigate(self.url("/error?error=TwoFactorSetupRequired"), as_json, 403)
+        set_cookie(
+            response,
+            self.settings,
+            setup_cookie_name(self.settings),
+            outcome.challenge_token,
+            max_age=CHALLENGE_TTL,
+            path=self.url("/2fa"),
+        )
+        return response
+
+    # --- 2FA routes --------------------------------------------------------------------------
+
+    async def two_factor_status(self, request: DialectRequest) -> Response:
+        view = await mfa.two_factor_status(request.context)
+        data = {"enabled": view.enabled, "backupCodesCount": view.backup_codes_remaining}
+        return json_response({"success": True, "data": data})
+
+    async def two_factor_setup(self, request: DialectRequest) -> Response:
+        challenge = self._setup_challenge(request)
+        code = await request.string("token", required=False, aliases=_CODE_FIELDS[:2])
+        try:
+            view = await mfa.begin_totp_setup(request.context, challenge_token=challenge)
+        except ValidationFailed:  # 2FA is on already (nothing was written)
+            if challenge is not None or not code:
+                raise ValidationFailed(
+                    "Two-factor authentication is already enabled; send a current code to "
+                    "replace the authenticator.",
+                    fields={"token": "Required."},
+                ) from None
+            view = await mfa.reset_totp(request.context, code=code)
+        data = {"secret": view.secret, "qrCode": view.qr_code_png, "otpauthUrl": view.otpauth_url}
+        return json_response({"success": True, "data": data})
+
+    async def two_factor_verify(self, request: DialectRequest) -> Response:
+        challenge = self._setup_challenge(request)
+        backup_codes = await mfa.confirm_totp_setup(
+            request.context,
+            code=await request.require("token", aliases=_CODE_FIELDS[:2]),
+            challenge_token=challenge,
+        )
+        response = json_response({"success": True, "data": {"backupCodes": backup_codes}})
+        if challenge is not None:
+            clear_cookie(
+                response, self.settings, setup_cookie_name(self.settings), path=self.url("/2fa")
+            )
+        return response
+
+    async def two_factor_disable(self, request: DialectRequest) -> Response:
+        await mfa.disable_two_factor(
+            request.context, code=await request.require("token", aliases=_CODE_FIELDS[:2])
+        )
+        return json_response({"success": True})
+
+    async def backup_codes(self, request: DialectRequest) -> Response:
+        backup_codes = await mfa.regenerate_backup_codes(
+            request.context, code=await request.require("token", aliases=_CODE_FIELDS[:2])
+        )
+        return json_response({"success": True, "data": {"backupCodes": backup_codes}})
+
+    def _setup_challenge(self, request: DialectRequest) -> str | None:
+        """The setup challenge from the cookie, used only when no session is present."""
+        if request.context.principal is not None:
+            return None
+        return request.request.cookies.get(setup_cookie_name(self.settings)) or None
 
     # --- mail routes -------------------------------------------------------------------------
 
@@ -591,6 +790,12 @@ class AuthCoreDialect(Dialect):
         response = RedirectResponse(url, status_code=302)
         response.headers["cache-control"] = "no-store"
         return response
+
+
+def _totp_shaped(code: str) -> bool:
+    """Six digits (spaces ignored) is an authenticator code; anything else a backup code."""
+    compact = code.strip().replace(" ", "")
+    return len(compact) == 6 and compact.isdigit()
 
 
 def _accepts_json(request: Request) -> bool:

@@ -13,7 +13,8 @@ request had none; every POST/PATCH/DELETE must send ``x-csrf-token`` equal to it
 time compare), else 403 ``FORBIDDEN``. Success ``{success:true, message, data}``; errors
 ``{success:false, error:{code, message, details}}`` (table in ``render_error``).
 
-Served (relative to the prefix): POST /register, POST /login, POST /logout,
+Served (relative to the prefix): POST /register, POST /login, POST /login/2fa (+ /send,
+/setup, /setup/verify: see below), POST /logout,
 POST /logout-all, GET /me, PATCH /me, POST /change-password, GET /sessions,
 DELETE /sessions/{id}, GET /login-history, and the password-recovery and
 email-verification features (both on): POST /forgot-password ``{identifier}`` (always 200,
@@ -26,6 +27,39 @@ forgot-password + reset-password + resend-verification share ``modularauth_recov
 3/15 min (429 ``RATE_LIMITED`` + ``Retry-After`` + ``RateLimit-*``); authql's own
 per-account limits apply beside them (recovery per identifier, verification mails per
 account, code guesses per ip).
+
+Two-factor sign-in [inferred/extension]: upstream has no 2FA, but authql enforces it on
+every surface, so POST /login (and POST /register, which signs in) for an account with 2FA
+on never sets ``sid``. It answers in the success envelope, the only one that carries
+``data``: 200 (register: 201) ``{success:true, message:'Two-factor authentication
+required', data:{twoFactorRequired:true, challengeToken, methods}}``. ``methods`` are
+authql's factor names lower-cased (``totp``, ``backup_code``, ``sms`` for a verified phone,
+``email`` for a verified address). Under ``require_two_factor`` an account without a factor
+(a new registration, say) gets ``message:'Two-factor authentication setup required',
+data:{twoFactorSetupRequired:true, challengeToken, methods:['totp']}``. The challenge token
+is authql's: opaque, 5 minutes, single use, bound to the account and the first factor, dead
+after 5 wrong codes; it is never a session (as ``sid``) or an access token. Routes added to
+finish, each CSRF-checked like every mutation:
+- POST /login/2fa ``{challengeToken, code, method?}`` (mfa.verify_two_factor) -> 200
+  ``'Login successful'``, ``data:{user}`` + ``Set-Cookie: sid``. ``method`` is ``totp``,
+  ``backup_code``, ``sms`` or ``email`` (case-insensitive); by default six digits are a TOTP
+  code and anything else a backup code.
+- POST /login/2fa/send ``{challengeToken, method: 'sms'|'email'}``
+  (mfa.send_two_factor_code) -> 200 ``'Two-factor code has been sent'``, ``data:null``; a
+  method the account lacks is 400 ``VALIDATION_ERROR`` (``details`` on ``method``).
+- POST /login/2fa/setup ``{challengeToken}`` (setup challenge only; mfa.begin_totp_setup) ->
+  200 ``'Two-factor setup started'``, ``data:{secret, qrCode, otpauthUrl}`` (``qrCode`` a
+  PNG data URI).
+- POST /login/2fa/setup/verify ``{challengeToken, code}`` (mfa.confirm_totp_setup) -> 200
+  ``'Two-factor authentication enabled'``, ``data:{backupCodes}`` (ten, shown once); the
+  same challenge then completes through /login/2fa with the authenticator's next code (the
+  confirming one is spent) or a backup code.
+A wrong, replayed or used code is 400 ``TOKEN_INVALID`` ``'The two-factor code you entered
+is incorrect'``; an unknown, expired, used or dead challenge (or one of the other purpose)
+400 ``TOKEN_INVALID`` ``'This sign-in attempt has expired. Please log in again'``; wrong
+codes count toward the lockout (423). No dialect rate limit (not documented upstream);
+authql's per-ip budgets for code guesses and sends apply. Managing 2FA while signed in
+(enrol, disable, backup codes) is not offered here: use GraphQL or another dialect.
 
 Deliberate deviations (security):
 - Lockout is on by default (authql's ``lockout_threshold``), and an unknown identifier
@@ -70,24 +104,35 @@ Deliberate deviations (security):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hmac
 import re
 import secrets
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from starlette.responses import Response
 
 from authql.errors import (
     AuthError,
+    ChallengeInvalid,
     EmailNotVerified,
     ErrorCode,
     Forbidden,
     InvalidToken,
     ValidationFailed,
 )
-from authql.resolvers import accounts, passwords, recovery, sessions, telemetry, verification
+from authql.resolvers import (
+    accounts,
+    mfa,
+    passwords,
+    recovery,
+    sessions,
+    telemetry,
+    verification,
+)
 from authql.resolvers.outcomes import AuthOutcome, AuthStatus
 from authql.rest_compat._base import (
     Dialect,
@@ -140,6 +185,14 @@ MESSAGES = {
     "CURRENT_PASSWORD_INCORRECT": "Current password is incorrect",
     "NO_PASSWORD_SET": "Cannot change password — account uses external login only",
     "ALREADY_VERIFIED": "Email is already verified",
+    # authql's two-factor extension (upstream has no 2FA).
+    "TWO_FACTOR_REQUIRED": "Two-factor authentication required",
+    "TWO_FACTOR_SETUP_REQUIRED": "Two-factor authentication setup required",
+    "TWO_FACTOR_CODE_SENT": "Two-factor code has been sent",
+    "TWO_FACTOR_SETUP_STARTED": "Two-factor setup started",
+    "TWO_FACTOR_ENABLED": "Two-factor authentication enabled",
+    "TWO_FACTOR_CODE_INVALID": "The two-factor code you entered is incorrect",
+    "TWO_FACTOR_CHALLENGE_INVALID": "This sign-in attempt has expired. Please log in again",
 }
 #: Messages handlers raise verbatim; any other resolver message is replaced by the table's.
 _VERBATIM = frozenset(MESSAGES.values())
@@ -186,6 +239,14 @@ _LOGIN_FIELDS = {"identifier": "Email or username is required", "password": "Pas
 _FORGOT_FIELDS = {"identifier": "Email or username is required"}
 _RESET_FIELDS = {"token": "Reset token is required", "newPassword": "New password is required"}
 _VERIFY_FIELDS = {"code": "Verification code is required"}
+_CHALLENGE_FIELDS = {"challengeToken": "Challenge token is required"}
+_TWO_FACTOR_FIELDS = {**_CHALLENGE_FIELDS, "code": "Two-factor code is required"}
+_SEND_FIELDS = {**_CHALLENGE_FIELDS, "method": "Method is required"}
+#: The challenge answers: AuthStatus -> (flag in data, message).
+_CHALLENGES = {
+    AuthStatus.TWO_FACTOR_REQUIRED: ("twoFactorRequired", "TWO_FACTOR_REQUIRED"),
+    AuthStatus.TWO_FACTOR_SETUP_REQUIRED: ("twoFactorSetupRequired", "TWO_FACTOR_SETUP_REQUIRED"),
+}
 #: The app page (under the public URL) a reset mail opens [inferred].
 RESET_PASSWORD_PAGE = "/reset-password"
 _CHANGE_PASSWORD_FIELDS = {
@@ -240,6 +301,7 @@ class ModularAuthDialect(Dialect):
                 required=("identifier", "password"),
                 rate_limit="modularauth_login",
             ),
+            *self._two_factor_endpoints(),
             Endpoint("POST", "/logout", self.logout, "End this session", authenticated=True),
             Endpoint(
                 "POST", "/logout-all", self.logout_all, "End every session", authenticated=True
@@ -316,6 +378,43 @@ class ModularAuthDialect(Dialect):
             ),
         ]
 
+    def _two_factor_endpoints(self) -> list[Endpoint]:
+        """authql's extension: finishing a sign-in that a second factor holds back."""
+        return [
+            Endpoint(
+                "POST",
+                "/login/2fa",
+                self.login_two_factor,
+                "Finish a two-factor sign-in with an authenticator, backup, texted or mailed code",
+                body={"challengeToken": "string", "code": "string", "method": "string"},
+                required=("challengeToken", "code"),
+            ),
+            Endpoint(
+                "POST",
+                "/login/2fa/send",
+                self.send_two_factor_code,
+                "Text (sms) or mail (email) a code for a pending two-factor sign-in",
+                body={"challengeToken": "string", "method": "string"},
+                required=("challengeToken", "method"),
+            ),
+            Endpoint(
+                "POST",
+                "/login/2fa/setup",
+                self.setup_two_factor,
+                "Setup challenge only: a new authenticator secret, PNG QR code, otpauth URL",
+                body={"challengeToken": "string"},
+                required=("challengeToken",),
+            ),
+            Endpoint(
+                "POST",
+                "/login/2fa/setup/verify",
+                self.confirm_two_factor,
+                "Setup challenge only: confirm the authenticator; returns the backup codes",
+                body={"challengeToken": "string", "code": "string"},
+                required=("challengeToken", "code"),
+            ),
+        ]
+
     # --- CSRF and cookies --------------------------------------------------------------------
 
     async def before(self, request: DialectRequest, endpoint: Endpoint) -> None:
@@ -366,7 +465,8 @@ class ModularAuthDialect(Dialect):
             password=await request.string("password", required=False) or "",
             **await _profile(request),
         )
-        return self._signed_in(outcome, MESSAGES["REGISTER_SUCCESS"], 201)
+        challenge = _challenge(outcome, 201)
+        return challenge or self._signed_in(outcome, MESSAGES["REGISTER_SUCCESS"], 201)
 
     async def login(self, request: DialectRequest) -> Response:
         body = await _fields(request, _LOGIN_FIELDS)
@@ -375,7 +475,48 @@ class ModularAuthDialect(Dialect):
         )
         if outcome.status is AuthStatus.EMAIL_NOT_VERIFIED:
             raise EmailNotVerified(MESSAGES["EMAIL_NOT_VERIFIED"])
+        return _challenge(outcome, 200) or self._signed_in(outcome, MESSAGES["LOGIN_SUCCESS"], 200)
+
+    async def login_two_factor(self, request: DialectRequest) -> Response:
+        body = await _fields(request, _TWO_FACTOR_FIELDS)
+        method = await request.string("method", required=False)
+        if not method:
+            method = "TOTP" if _totp_shaped(body["code"]) else "BACKUP_CODE"
+        with _two_factor_errors():
+            outcome = await mfa.verify_two_factor(
+                request.context,
+                challenge_token=body["challengeToken"],
+                code=body["code"],
+                method=method.upper(),
+            )
         return self._signed_in(outcome, MESSAGES["LOGIN_SUCCESS"], 200)
+
+    async def send_two_factor_code(self, request: DialectRequest) -> Response:
+        body = await _fields(request, _SEND_FIELDS)
+        with _two_factor_errors():
+            await mfa.send_two_factor_code(
+                request.context,
+                challenge_token=body["challengeToken"],
+                method=body["method"].upper(),
+            )
+        return _ok(MESSAGES["TWO_FACTOR_CODE_SENT"], None)
+
+    async def setup_two_factor(self, request: DialectRequest) -> Response:
+        body = await _fields(request, _CHALLENGE_FIELDS)
+        with _two_factor_errors():
+            view = await mfa.begin_totp_setup(
+                request.context, challenge_token=body["challengeToken"]
+            )
+        data = {"secret": view.secret, "qrCode": view.qr_code_png, "otpauthUrl": view.otpauth_url}
+        return _ok(MESSAGES["TWO_FACTOR_SETUP_STARTED"], data)
+
+    async def confirm_two_factor(self, request: DialectRequest) -> Response:
+        body = await _fields(request, _TWO_FACTOR_FIELDS)
+        with _two_factor_errors():
+            backup_codes = await mfa.confirm_totp_setup(
+                request.context, code=body["code"], challenge_token=body["challengeToken"]
+            )
+        return _ok(MESSAGES["TWO_FACTOR_ENABLED"], {"backupCodes": backup_codes})
 
     async def logout(self, request: DialectRequest) -> Response:
         await sessions.logout(request.context)
@@ -494,6 +635,33 @@ class ModularAuthDialect(Dialect):
 
 def _ok(message: str, data: Any, status: int = 200) -> Response:
     return json_response({"success": True, "message": message, "data": data}, status)
+
+
+def _challenge(outcome: AuthOutcome, status: int) -> Response | None:
+    """The answer for a sign-in a second factor holds back (no ``sid``), else None."""
+    if outcome.status not in _CHALLENGES:
+        return None
+    flag, message = _CHALLENGES[outcome.status]
+    methods = [method.lower() for method in outcome.two_factor_methods or ()]
+    data = {flag: True, "challengeToken": outcome.challenge_token, "methods": methods}
+    return _ok(MESSAGES[message], data, status)
+
+
+@contextlib.contextmanager
+def _two_factor_errors() -> Iterator[None]:
+    """A dead challenge and a wrong code, each in its own words (both 400 TOKEN_INVALID)."""
+    try:
+        yield
+    except ChallengeInvalid:
+        raise InvalidToken(MESSAGES["TWO_FACTOR_CHALLENGE_INVALID"]) from None
+    except InvalidToken:
+        raise InvalidToken(MESSAGES["TWO_FACTOR_CODE_INVALID"]) from None
+
+
+def _totp_shaped(code: str) -> bool:
+    """Six digits (spaces ignored) is an authenticator code; anything else a backup code."""
+    compact = code.strip().replace(" ", "")
+    return len(compact) == 6 and compact.isdigit()
 
 
 async def _fields(request: DialectRequest, messages: dict[str, str]) -> dict[str, str]:

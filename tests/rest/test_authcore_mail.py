@@ -443,7 +443,7 @@ async def test_mail_routes_share_the_auth_route_limit(
 
 async def test_openapi_lists_the_mail_routes(authcore: AuthCore) -> None:
     """<prefix>/openapi.json documents the six mail routes with their bodies."""
-    paths = (await authcore.request("GET", "/openapi.json")).json()["paths"]
+    paths = (await authcore.http.get(f"{PREFIX}/openapi.json")).json()["paths"]
     for method, path in (
         ("post", "/magic-link"),
         ("get", "/verify"),

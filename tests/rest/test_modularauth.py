@@ -686,6 +686,10 @@ async def test_openapi_lists_every_endpoint(app_client: Callable[..., GraphQLCli
     assert operations == {
         ("POST", "/auth/register"),
         ("POST", "/auth/login"),
+        ("POST", "/auth/login/2fa"),
+        ("POST", "/auth/login/2fa/send"),
+        ("POST", "/auth/login/2fa/setup"),
+        ("POST", "/auth/login/2fa/setup/verify"),
         ("POST", "/auth/logout"),
         ("POST", "/auth/logout-all"),
         ("GET", "/auth/me"),
