@@ -11,8 +11,31 @@ unexpected is 500 ``INTERNAL_ERROR`` / ``Internal server error``.
 
 Served (relative to the prefix): POST /register, POST /login, GET /me, POST /logout,
 POST /refresh, POST /change-password, POST /forgot-password, POST /reset-password,
-POST /magic-link, POST /verify-magic-link, GET /health. OAuth (``/google``, ``/github``)
-comes with authql's OAuth flows and 404s until then.
+POST /magic-link, POST /verify-magic-link, GET /health, and POST /verify-2fa [extension].
+OAuth (``/google``, ``/github``) comes with authql's OAuth flows and 404s until then.
+
+Two-factor authentication [extension; FluxKit has none]. Login and verify-magic-link for an
+account with 2FA on hand out no token: they answer 403 ``{error:{code:'TWO_FACTOR_REQUIRED',
+message:'Two-factor authentication required'}, challengeToken, methods}``. The challenge is
+opaque, five minutes, single use, bound to the account and the first factor, dead after five
+wrong codes, and never an access token (as a Bearer it is 401 ``INVALID_TOKEN``
+everywhere). ``methods`` lists what this dialect can complete on its own: ``TOTP`` and
+``BACKUP_CODE``. ``POST /verify-2fa {challengeToken, code, method?}`` completes it
+(mfa.verify_two_factor) with ``{user:{_id,email,name}, token, refreshToken}``, as login.
+Without ``method`` six digits are a TOTP code and anything else a backup code; ``method``
+may name ``TOTP``, ``BACKUP_CODE``, ``SMS`` or ``EMAIL`` (SMS and email codes are sent by
+GraphQL's ``sendTwoFactorCode``; FluxKit has no route for it). Errors: 400
+``VALIDATION_ERROR`` (missing field, unknown method), 401 ``INVALID_2FA_CODE`` ``Invalid
+two-factor code`` (wrong or replayed code: a TOTP step is accepted once), 401
+``INVALID_CHALLENGE`` ``Challenge is expired or invalid`` (unknown, used, expired or dead
+challenge: sign in again), 423 ``ACCOUNT_LOCKED`` (wrong codes count toward the lockout,
+and a locked account cannot finish a live challenge), 429 ``RATE_LIMITED``. Under
+AUTHQL_REQUIRE_TWO_FACTOR an account without a factor gets 403 ``{error:{code:
+'TWO_FACTOR_SETUP_REQUIRED', message:'Two-factor authentication setup required'},
+challengeToken, methods:['TOTP']}``: the challenge enrols TOTP over GraphQL
+(``beginTotpSetup``/``confirmTotpSetup`` with ``challengeToken``), then completes through
+``/verify-2fa`` with the app's next code or a backup code. Register under that policy
+answers 201 ``{user}`` without tokens (sign in next), as with email verification required.
 
 Deliberate deviations (security):
 - Logout revokes the server-side session, so the access token *and* its refresh token are
@@ -47,7 +70,7 @@ Deliberate deviations (security):
   ``INVALID_CREDENTIALS`` ``Current password is incorrect`` on change-password.
 - ``/health`` provider names: ``local`` for the password provider, ``magic-link`` for
   magic links, the provider id (``google``, ``github``, ...) for OAuth; SMS codes are left
-  out (FluxKit has no route for them).
+  out (FluxKit has no route for them), and so are second factors (not sign-in methods).
 - Forgot-password and magic-link take an optional ``redirectUrl`` (FluxKit's config name
   for the frontend page the mail links to, as ``<redirectUrl>?token=``); without it the
   links open ``<public_url>/reset-password`` and ``<public_url>/magic-link``, the frontend
@@ -64,19 +87,21 @@ Deliberate deviations (security):
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from starlette.responses import Response
 
 from authql.errors import (
     AuthError,
+    ChallengeInvalid,
     EmailNotVerified,
     ErrorCode,
     InvalidCredentials,
     InvalidToken,
     TwoFactorRequired,
 )
-from authql.resolvers import accounts, meta, passwordless, passwords, recovery, sessions
+from authql.resolvers import accounts, meta, mfa, passwordless, passwords, recovery, sessions
 from authql.resolvers.meta import ProviderView
 from authql.resolvers.outcomes import AuthOutcome, AuthStatus
 from authql.rest_compat._base import (
@@ -92,6 +117,24 @@ _TOKEN_MESSAGE = "Token is expired or invalid"
 _INVALID_MAGIC_LINK = {
     "error": {"code": "INVALID_MAGIC_LINK", "message": "Magic link is expired or already used"}
 }
+_INVALID_CODE = {"error": {"code": "INVALID_2FA_CODE", "message": "Invalid two-factor code"}}
+_INVALID_CHALLENGE = {
+    "error": {"code": "INVALID_CHALLENGE", "message": "Challenge is expired or invalid"}
+}
+#: Pending second factor -> the 403 error FluxKit clients see beside the challenge.
+_PENDING = {
+    AuthStatus.TWO_FACTOR_REQUIRED: (
+        "TWO_FACTOR_REQUIRED",
+        "Two-factor authentication required",
+    ),
+    AuthStatus.TWO_FACTOR_SETUP_REQUIRED: (
+        "TWO_FACTOR_SETUP_REQUIRED",
+        "Two-factor authentication setup required",
+    ),
+}
+#: The second factors a FluxKit client can complete without another surface.
+_METHODS = ("TOTP", "BACKUP_CODE")
+_SIX_DIGITS = re.compile(r"\d{6}")
 
 #: ErrorCode -> (HTTP status, FluxKit code, message; None = the resolver's own message).
 _ERRORS: dict[ErrorCode, tuple[int, str, str | None]] = {
@@ -132,13 +175,30 @@ def _user(user: UserView, *, created: bool = True) -> dict[str, Any]:
     return body
 
 
-def _signed_in(outcome: AuthOutcome) -> AuthOutcome:
-    """The outcome if it carries tokens; a pending step becomes its AuthError."""
+def _signed_in(outcome: AuthOutcome) -> Response:
+    """``{user, token, refreshToken}``; a pending second factor is 403 with its challenge,
+    a withheld session (email not verified) its AuthError."""
+    pending = _PENDING.get(outcome.status)
+    if pending is not None and outcome.challenge_token is not None:
+        code, message = pending
+        methods = [m for m in outcome.two_factor_methods or () if m in _METHODS]
+        body = {
+            "error": {"code": code, "message": message},
+            "challengeToken": outcome.challenge_token,
+            "methods": methods,
+        }
+        return json_response(body, 403)
     if outcome.status is AuthStatus.EMAIL_NOT_VERIFIED:
         raise EmailNotVerified()
-    if outcome.status is not AuthStatus.OK:
+    if outcome.status is not AuthStatus.OK or outcome.user is None:
         raise TwoFactorRequired()
-    return outcome
+    return json_response(
+        {
+            "user": _user(outcome.user, created=False),
+            "token": outcome.access_token,
+            "refreshToken": outcome.refresh_token,
+        }
+    )
 
 
 def _provider_name(provider: ProviderView) -> str | None:
@@ -148,7 +208,7 @@ def _provider_name(provider: ProviderView) -> str | None:
     if provider.id == "magic-link" or provider.kind in ("magic_link", "magic-link"):
         return "magic-link"
     if provider.kind in ("passwordless", "second-factor"):
-        return None  # SMS codes
+        return None  # SMS codes; second factors are not sign-in methods
     return provider.id
 
 
@@ -231,6 +291,14 @@ class FluxKitDialect(Dialect):
                 body={"token": "string"},
                 required=("token",),
             ),
+            Endpoint(
+                "POST",
+                "/verify-2fa",
+                self.verify_two_factor,
+                "Complete a sign-in that answered TWO_FACTOR_REQUIRED (authql extension)",
+                body={"challengeToken": "string", "code": "string", "method": "string"},
+                required=("challengeToken", "code"),
+            ),
             Endpoint("GET", "/health", self.health, "Auth wire health and providers"),
         ]
 
@@ -263,6 +331,9 @@ class FluxKitDialect(Dialect):
             email=await request.string("email", required=False) or "",
             password=await request.string("password", required=False) or "",
             name=await request.string("name", required=False),
+            # Under the 2FA policy a new account has no factor yet: create it, and let the
+            # next login answer TWO_FACTOR_SETUP_REQUIRED with the challenge.
+            sign_in=not self.settings.require_two_factor,
         )
         assert outcome.user is not None
         body: dict[str, Any] = {"user": _user(outcome.user)}
@@ -271,21 +342,12 @@ class FluxKitDialect(Dialect):
         return json_response(body, 201)
 
     async def login(self, request: DialectRequest) -> Response:
-        outcome = _signed_in(
-            await sessions.login(
-                request.context,
-                identifier=await request.require("email"),
-                password=await request.require("password"),
-            )
+        outcome = await sessions.login(
+            request.context,
+            identifier=await request.require("email"),
+            password=await request.require("password"),
         )
-        assert outcome.user is not None
-        return json_response(
-            {
-                "user": _user(outcome.user, created=False),
-                "token": outcome.access_token,
-                "refreshToken": outcome.refresh_token,
-            }
-        )
+        return _signed_in(outcome)
 
     async def me(self, request: DialectRequest) -> Response:
         principal = request.context.require_principal()
@@ -344,15 +406,25 @@ class FluxKitDialect(Dialect):
             outcome = await passwordless.verify_magic_link(request.context, token=token)
         except InvalidToken:
             return json_response(_INVALID_MAGIC_LINK, 401)
-        outcome = _signed_in(outcome)
-        assert outcome.user is not None
-        return json_response(
-            {
-                "user": _user(outcome.user, created=False),
-                "token": outcome.access_token,
-                "refreshToken": outcome.refresh_token,
-            }
-        )
+        return _signed_in(outcome)
+
+    async def verify_two_factor(self, request: DialectRequest) -> Response:
+        challenge = await request.require("challengeToken")
+        code = await request.require("code")
+        method = await request.string("method", required=False)
+        if method:
+            method = method.strip().upper().replace("-", "_")
+        else:
+            method = "TOTP" if _SIX_DIGITS.fullmatch(code) else "BACKUP_CODE"
+        try:
+            outcome = await mfa.verify_two_factor(
+                request.context, challenge_token=challenge, code=code, method=method
+            )
+        except ChallengeInvalid:
+            return json_response(_INVALID_CHALLENGE, 401)
+        except InvalidToken:
+            return json_response(_INVALID_CODE, 401)
+        return _signed_in(outcome)
 
     async def health(self, request: DialectRequest) -> Response:
         view = await meta.health(request.context)

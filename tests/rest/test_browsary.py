@@ -410,10 +410,8 @@ async def test_other_prefix_moves_the_root_beside_it(make_client: MakeClient) ->
 
 
 async def test_later_flows_are_not_served_yet(client: GraphQLClient) -> None:
-    """2FA and external routes answer 404 for now."""
+    """External-provider routes answer 404 for now."""
     for method, path in (
-        ("POST", "/2fa/enable/request"),
-        ("POST", "/2fa/verify"),
         ("GET", "/external/providers"),
         ("GET", "/external"),
     ):

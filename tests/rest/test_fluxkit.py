@@ -37,6 +37,7 @@ ENDPOINTS = {
     ("post", "/reset-password"),
     ("post", "/magic-link"),
     ("post", "/verify-magic-link"),
+    ("post", "/verify-2fa"),
 }
 
 
