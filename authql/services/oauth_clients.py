@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import httpx2
 import jwt
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
@@ -34,6 +35,7 @@ ASYMMETRIC_ALGORITHMS = (
     "EdDSA",
 )
 METADATA_SECONDS = 3600
+REFUSED_CODE_ERRORS = ("invalid_grant", "invalid_request", "bad_verification_code")
 
 
 class ProviderUnavailable(Exception):
@@ -104,7 +106,8 @@ class OAuthClient:
         return self._metadata
 
     async def _get_json(self, url: str, token: str | None = None) -> Any:
-        async with self._client() as client:
+        # A plain client: Authlib's OAuth2 client insists on attaching an OAuth token.
+        async with httpx2.AsyncClient(timeout=self.timeout) as client:
             headers = {"accept": "application/json"}
             if token:
                 headers["authorization"] = f"Bearer {token}"
@@ -141,7 +144,8 @@ class OAuthClient:
                     headers={"accept": "application/json"},
                 )
             except Exception as exc:
-                if "invalid_grant" in str(exc) or "invalid_request" in str(exc):
+                # invalid_grant (RFC 6749), and GitHub's own name for a bad or used code.
+                if any(word in str(exc) for word in REFUSED_CODE_ERRORS):
                     raise IdentityRejected("the provider refused the code") from None
                 raise ProviderUnavailable(f"token exchange failed: {type(exc).__name__}") from None
         if self.config.kind == "github":
