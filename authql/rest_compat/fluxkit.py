@@ -1,18 +1,51 @@
 """FluxKit "Auth wire" (npm ``@fluxkitdev/auth``) REST dialect.
 
-Docs: https://fluxkit.dev/docs/auth/rest-api (also ``/local-auth`` and ``/jwt``); the
-contract is in DIALECTS.md section 2. No FluxKit source or tests are public, so everything
-beyond the docs' examples is marked [inferred] below.
+Docs: https://fluxkit.dev/docs/auth/rest-api (also ``/local-auth``, ``/jwt`` and
+``/oauth``); the contract is in DIALECTS.md section 2. No FluxKit source or tests are
+public, so everything beyond the docs' examples is marked [inferred] below.
 
 Native prefix ``/auth``. Transport: ``Authorization: Bearer <access JWT>`` only; no cookies
-are read or set. Success bodies have no envelope and ids are ``_id`` strings; errors are
-``{"error": {"code", "message"}}`` (table in ``FluxKitDialect.render_error``); anything
-unexpected is 500 ``INTERNAL_ERROR`` / ``Internal server error``.
+are read or set, except the OAuth routes' flow-binding cookie. Success bodies have no
+envelope and ids are ``_id`` strings; errors are ``{"error": {"code", "message"}}`` (table
+in ``FluxKitDialect.render_error``); anything unexpected is 500 ``INTERNAL_ERROR`` /
+``Internal server error``.
 
 Served (relative to the prefix): POST /register, POST /login, GET /me, POST /logout,
 POST /refresh, POST /change-password, POST /forgot-password, POST /reset-password,
-POST /magic-link, POST /verify-magic-link, GET /health, and POST /verify-2fa [extension].
-OAuth (``/google``, ``/github``) comes with authql's OAuth flows and 404s until then.
+POST /magic-link, POST /verify-magic-link, GET /health, POST /verify-2fa [extension], and
+for each configured OAuth provider GET /{provider} and GET /{provider}/callback, with
+POST /oauth/exchange (see below).
+
+OAuth sign-in (oauth.start_oauth, oauth.finish_oauth). Upstream has ``/google``,
+``/github`` (and ``/discord``); here every provider of ``AUTHQL_OAUTH_PROVIDERS`` gets
+``GET /<name>`` and ``GET /<name>/callback`` (so google and github keep upstream's paths),
+except a provider named like one of this dialect's own paths (``me``, ``health``,
+``oauth``, ...), which is not served here. An unconfigured provider is 404. Register
+``<AUTHQL_PUBLIC_URL><prefix>/<name>/callback`` at the provider.
+- GET /{provider}?redirect= -> 302 to the provider (authorization code, PKCE S256, state
+  and nonce) and the HttpOnly flow-binding cookie ``oauth_binding`` (SameSite=Lax, path
+  ``<prefix>/<provider>``, Max-Age 600). ``redirect`` (alias ``redirectUrl``, FluxKit's
+  name for the frontend) must be listed in AUTHQL_ALLOWED_REDIRECTS (exactly, or its
+  origin), else 400 ``VALIDATION_ERROR`` before any redirect; the frontend is that URL,
+  else ``<public url>``. An unreachable provider is 502 ``PROVIDER_ERROR``.
+- GET /{provider}/callback -> 302 to ``<frontend>/auth/callback?<params>`` (the frontend's
+  query and fragment dropped), clearing the binding cookie on every answer: sign-in or
+  sign-up ``code=<one-time code>``; a second factor pending ``challenge=<challengeToken>&
+  methods=TOTP,BACKUP_CODE&status=TWO_FACTOR_REQUIRED`` (``status=
+  TWO_FACTOR_SETUP_REQUIRED``, ``methods=TOTP`` under the 2FA policy), completed through
+  POST /verify-2fa; failures ``error=<CODE>`` on the public URL's page (the flow's frontend
+  is not known once it failed): ``OAUTH_ACCOUNT_CONFLICT&email=<email>`` (an unknown
+  identity whose email has an account), ``INVALID_STATE`` (unknown, used, expired or
+  another browser's state), ``OAUTH_PROVIDER_ERROR`` (the provider came back with
+  ``error=`` or without a code, e.g. the user declined), ``OAUTH_TOKEN_EXCHANGE_FAILED``
+  (the code or the id_token was refused), ``PROVIDER_ERROR`` (unreachable),
+  ``EMAIL_REQUIRED`` (the provider shared no address), ``EMAIL_NOT_VERIFIED`` (an
+  unverified address under AUTHQL_REQUIRE_EMAIL_VERIFICATION, on the flow's frontend),
+  ``RATE_LIMITED``, or another code of the error table.
+- POST /oauth/exchange ``{code}`` -> 200 ``{user:{_id,email,name}, token, refreshToken}``
+  as /login; an unknown, used or expired code is 401 ``{error:{code:'INVALID_OAUTH_CODE',
+  message:'OAuth code is expired or already used'}}``, a missing one 400
+  ``VALIDATION_ERROR``.
 
 Two-factor authentication [extension; FluxKit has none]. Login and verify-magic-link for an
 account with 2FA on hand out no token: they answer 403 ``{error:{code:'TWO_FACTOR_REQUIRED',
@@ -55,8 +88,31 @@ Deliberate deviations (security):
   AUTHQL_ALLOWED_REDIRECTS (exact URL or origin), else 400 ``VALIDATION_ERROR`` and no mail
   (never an open redirect).
 - ``/health`` reports ``degraded`` with HTTP 503 when the database does not answer.
+- OAuth: upstream's callback puts the JWT in the redirect (``/auth/callback?token=``),
+  where it lands in browser history, logs and Referer headers. Here the redirect carries a
+  one-time code instead: random (256 bits), single use, valid 60 s, kept only as a SHA-256
+  digest next to the finished sign-in in this process's memory (at most 10,000 live;
+  tokens are never written anywhere in clear), and exchanged by the frontend with POST
+  /oauth/exchange. The store is per process: behind several workers the exchange must
+  reach the worker that ran the callback (sticky routing), or use one worker.
+- OAuth state is random, single use, ten minutes, stored server-side and bound to the
+  browser that started the flow (the binding cookie); PKCE S256 and the id_token's
+  signature, issuer, audience, expiry and nonce are checked. A replayed or foreign state
+  creates nothing.
+- An unknown identity whose email belongs to an account is never linked (upstream creates
+  or reuses the account by email): the conflict redirect, and the owner links the
+  provider while signed in (GraphQL ``startOAuth(link: true)``; FluxKit's Bearer-only
+  transport cannot start a linking flow from a browser redirect).
+- Over https the binding cookie is ``__Host-oauth_binding`` with path ``/``, so a sibling
+  subdomain cannot plant a binding of its own (login CSRF).
 
 [inferred] choices:
+- OAuth: upstream documents only ``GET /<provider>``, its callback and the frontend page
+  ``/auth/callback?token=``. The ``redirect`` parameter, the ``oauth_binding`` cookie,
+  POST /oauth/exchange and ``INVALID_OAUTH_CODE``, the callback's ``code``, ``challenge``/
+  ``methods``/``status`` and ``error=`` codes (node-auth's words where it has one:
+  ``OAUTH_ACCOUNT_CONFLICT``, ``INVALID_STATE``, ``OAUTH_PROVIDER_ERROR``,
+  ``OAUTH_TOKEN_EXCHANGE_FAILED``) are authql's.
 - Register always returns ``refreshToken`` beside ``token`` (FluxKit returns it when
   ``jwt.refreshToken.enabled``; authql always issues one).
 - Register with email verification required: 201 ``{user}`` with no tokens; login of an
@@ -88,20 +144,34 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import secrets
 from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from authql.errors import (
     AuthError,
     ChallengeInvalid,
+    Conflict,
     EmailNotVerified,
     ErrorCode,
     InvalidCredentials,
     InvalidToken,
+    ProviderError,
     TwoFactorRequired,
+    ValidationFailed,
 )
-from authql.resolvers import accounts, meta, mfa, passwordless, passwords, recovery, sessions
+from authql.resolvers import (
+    accounts,
+    meta,
+    mfa,
+    oauth,
+    passwordless,
+    passwords,
+    recovery,
+    sessions,
+)
 from authql.resolvers.meta import ProviderView
 from authql.resolvers.outcomes import AuthOutcome, AuthStatus
 from authql.rest_compat._base import (
@@ -109,8 +179,13 @@ from authql.rest_compat._base import (
     Dialect,
     DialectRequest,
     Endpoint,
+    clear_cookie,
     json_response,
+    set_cookie,
 )
+from authql.services import Services
+from authql.services.clock import Clock
+from authql.services.tokens import digest
 from authql.views import UserView
 
 _TOKEN_MESSAGE = "Token is expired or invalid"
@@ -135,6 +210,17 @@ _PENDING = {
 #: The second factors a FluxKit client can complete without another surface.
 _METHODS = ("TOTP", "BACKUP_CODE")
 _SIX_DIGITS = re.compile(r"\d{6}")
+
+#: The OAuth flow-binding cookie (``__Host-`` prefixed over https).
+BINDING_COOKIE = "oauth_binding"
+#: The frontend page the OAuth callback redirects to (upstream's ``/auth/callback``).
+FRONTEND_CALLBACK = "/auth/callback"
+#: Lifetime and live maximum of the one-time codes that hand an OAuth sign-in over.
+CODE_TTL = 60
+CODE_LIMIT = 10_000
+_INVALID_OAUTH_CODE = {
+    "error": {"code": "INVALID_OAUTH_CODE", "message": "OAuth code is expired or already used"}
+}
 
 #: ErrorCode -> (HTTP status, FluxKit code, message; None = the resolver's own message).
 _ERRORS: dict[ErrorCode, tuple[int, str, str | None]] = {
@@ -212,6 +298,53 @@ def _provider_name(provider: ProviderView) -> str | None:
     return provider.id
 
 
+def _redirect(url: str) -> Response:
+    response = RedirectResponse(url, status_code=302)
+    response.headers["cache-control"] = "no-store"
+    return response
+
+
+def _callback_error(error: AuthError) -> str:
+    """The ``error=`` code of a failed OAuth callback (else the error table's code)."""
+    if isinstance(error, InvalidToken):
+        # oauth._claim_state refuses a bad state; anything else is the provider's answer.
+        if "state" in error.message.lower():
+            return "INVALID_STATE"
+        return "OAUTH_TOKEN_EXCHANGE_FAILED"
+    if isinstance(error, ValidationFailed) and "email" in error.fields:
+        return "EMAIL_REQUIRED"
+    if isinstance(error, ProviderError):
+        return "PROVIDER_ERROR"
+    return _ERRORS.get(error.code, _ERRORS[ErrorCode.INTERNAL])[1]
+
+
+class HandoffCodes:
+    """One-time codes handing a finished OAuth sign-in to the frontend, in this process's
+    memory: SHA-256 digest -> (outcome, expiry). Single use, ``CODE_TTL`` seconds, at most
+    ``CODE_LIMIT`` live (the oldest make room)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._entries: dict[str, tuple[AuthOutcome, dt.datetime]] = {}
+
+    def issue(self, outcome: AuthOutcome) -> str:
+        now = self._clock.now()
+        for key in [key for key, (_, expires) in self._entries.items() if expires <= now]:
+            del self._entries[key]
+        while len(self._entries) >= CODE_LIMIT:
+            del self._entries[next(iter(self._entries))]
+        code = secrets.token_urlsafe(32)
+        self._entries[digest(code)] = (outcome, now + dt.timedelta(seconds=CODE_TTL))
+        return code
+
+    def redeem(self, code: str) -> AuthOutcome | None:
+        """The outcome ``code`` stands for, once; None when unknown, used or expired."""
+        entry = self._entries.pop(digest(code), None)
+        if entry is None or entry[1] <= self._clock.now():
+            return None
+        return entry[0]
+
+
 class FluxKitDialect(Dialect):
     """FluxKit's ``/auth`` routes: Bearer JWTs, ``_id`` ids, ``{error:{code,message}}``."""
 
@@ -219,7 +352,49 @@ class FluxKitDialect(Dialect):
     title = "FluxKit Auth wire"
     transport = BearerTransport()
 
+    def __init__(self, services: Services, prefix: str) -> None:
+        super().__init__(services, prefix)
+        self.codes = HandoffCodes(services.clock)
+
     def endpoints(self) -> list[Endpoint]:
+        fixed = self._fixed_endpoints()
+        # Provider routes come last, and never take a name this dialect uses itself.
+        reserved = {endpoint.path.split("/")[1] for endpoint in fixed} | {"openapi.json"}
+        return fixed + [
+            endpoint
+            for client in self.services.oauth.all()
+            if client.name not in reserved
+            for endpoint in self._provider_endpoints(client.name, client.display_name)
+        ]
+
+    def _provider_endpoints(self, provider: str, label: str) -> list[Endpoint]:
+        async def start(request: DialectRequest) -> Response:
+            return await self.oauth_start(request, provider)
+
+        async def callback(request: DialectRequest) -> Response:
+            return await self.oauth_callback(request, provider)
+
+        return [
+            Endpoint(
+                "GET",
+                f"/{provider}",
+                start,
+                f"Sign in with {label or provider}: 302 to the provider",
+                query={"redirect": "string"},
+                status=302,
+            ),
+            Endpoint(
+                "GET",
+                f"/{provider}/callback",
+                callback,
+                f"{label or provider}'s redirect back: 302 to <frontend>/auth/callback with a "
+                "one-time code (or a 2FA challenge, or an error)",
+                query={"code": "string", "state": "string"},
+                status=302,
+            ),
+        ]
+
+    def _fixed_endpoints(self) -> list[Endpoint]:
         return [
             Endpoint(
                 "POST",
@@ -300,6 +475,15 @@ class FluxKitDialect(Dialect):
                 required=("challengeToken", "code"),
             ),
             Endpoint("GET", "/health", self.health, "Auth wire health and providers"),
+            Endpoint(
+                "POST",
+                "/oauth/exchange",
+                self.oauth_exchange,
+                "Exchange the one-time code of an OAuth callback for the tokens (single use, "
+                "60 s; authql's replacement for the token in the redirect URL)",
+                body={"code": "string"},
+                required=("code",),
+            ),
         ]
 
     def render_error(self, error: AuthError) -> tuple[int, dict[str, Any]]:
@@ -433,6 +617,89 @@ class FluxKitDialect(Dialect):
         return json_response(
             {"status": view.status, "providers": providers}, 200 if view.database else 503
         )
+
+    # --- OAuth -------------------------------------------------------------------------------
+
+    def _binding_cookie(self, provider: str) -> tuple[str, str]:
+        """(name, path): path-scoped to the provider's routes, ``__Host-`` over https."""
+        if self.settings.secure_cookies:
+            return f"__Host-{BINDING_COOKIE}", "/"
+        return BINDING_COOKIE, self.url(f"/{provider}")
+
+    def _frontend(self, target: str | None, params: dict[str, str]) -> Response:
+        """302 to ``<target or public url>/auth/callback?<params>``."""
+        parts = urlsplit(target or self._public_url)
+        path = parts.path.rstrip("/") + FRONTEND_CALLBACK
+        return _redirect(urlunsplit((parts.scheme, parts.netloc, path, urlencode(params), "")))
+
+    async def oauth_start(self, request: DialectRequest, provider: str) -> Response:
+        target = request.query("redirect") or request.query("redirectUrl")
+        try:
+            started = await oauth.start_oauth(
+                request.context,
+                provider=provider,
+                redirect_uri=self._public_url + self.url(f"/{provider}/callback"),
+                return_url=target or None,
+                trusted_redirect=True,
+            )
+        except ValidationFailed:  # only the frontend URL is checked here
+            raise ValidationFailed(
+                "redirect is not allowed.", fields={"redirect": "Not an allowed URL."}
+            ) from None
+        response = _redirect(started.authorization_url)
+        name, path = self._binding_cookie(provider)
+        set_cookie(
+            response, self.settings, name, started.binding, max_age=oauth.STATE_TTL, path=path
+        )
+        return response
+
+    async def oauth_callback(self, request: DialectRequest, provider: str) -> Response:
+        try:
+            response = await self._finish(request, provider)
+        except Conflict as error:
+            params = {"error": "OAUTH_ACCOUNT_CONFLICT"}
+            if email := error.fields.get("email"):
+                params["email"] = email
+            response = self._frontend(None, params)
+        except AuthError as error:
+            response = self._frontend(None, {"error": _callback_error(error)})
+        name, path = self._binding_cookie(provider)
+        clear_cookie(response, self.settings, name, path=path)
+        return response
+
+    async def _finish(self, request: DialectRequest, provider: str) -> Response:
+        code = request.query("code")
+        if request.query("error") or not code:
+            return self._frontend(None, {"error": "OAUTH_PROVIDER_ERROR"})
+        name, _ = self._binding_cookie(provider)
+        finished = await oauth.finish_oauth(
+            request.context,
+            provider=provider,
+            code=code,
+            state=request.query("state") or "",
+            binding=request.request.cookies.get(name),
+        )
+        outcome, frontend = finished.outcome, finished.return_url
+        pending = _PENDING.get(outcome.status)
+        if pending is not None and outcome.challenge_token is not None:
+            methods = [m for m in outcome.two_factor_methods or () if m in _METHODS]
+            params = {
+                "challenge": outcome.challenge_token,
+                "methods": ",".join(methods),
+                "status": pending[0],
+            }
+            return self._frontend(frontend, params)
+        if outcome.status is AuthStatus.EMAIL_NOT_VERIFIED:
+            return self._frontend(frontend, {"error": "EMAIL_NOT_VERIFIED"})
+        if outcome.status is not AuthStatus.OK or outcome.access_token is None:
+            raise AuthError()  # nothing else finishes a sign-in here
+        return self._frontend(frontend, {"code": self.codes.issue(outcome)})
+
+    async def oauth_exchange(self, request: DialectRequest) -> Response:
+        outcome = self.codes.redeem(await request.require("code"))
+        if outcome is None:
+            return json_response(_INVALID_OAUTH_CODE, 401)
+        return _signed_in(outcome)
 
 
 DIALECT = FluxKitDialect

@@ -20,7 +20,9 @@ DELETE /sessions/{id}, GET /login-history, and the password-recovery and
 email-verification features (both on): POST /forgot-password ``{identifier}`` (always 200,
 ``data:null``), POST /reset-password ``{token, newPassword}`` (every session ends, no
 sign-in), POST /verify-email ``{code}`` and POST /resend-verification (both need ``sid``).
-Google sign-in comes with authql's OAuth flows and 404s until then. Rate limits per ip, as
+Google sign-in: GET /{provider} and GET /{provider}/callback for every configured OAuth
+provider (``/google`` as upstream), in ``modularauth_oauth`` (whose docstring lists their
+deviations and [inferred] choices). Rate limits per ip, as
 upstream's defaults: login ``modularauth_login`` 10/15 min, register
 ``modularauth_register`` 5/h, change-password ``modularauth_change_password`` 5/15 min,
 forgot-password + reset-password + resend-verification share ``modularauth_recovery``
@@ -135,7 +137,6 @@ from authql.resolvers import (
 )
 from authql.resolvers.outcomes import AuthOutcome, AuthStatus
 from authql.rest_compat._base import (
-    Dialect,
     DialectRequest,
     Endpoint,
     SessionCookieTransport,
@@ -143,6 +144,7 @@ from authql.rest_compat._base import (
     json_response,
     set_cookie,
 )
+from authql.rest_compat.modularauth_oauth import ModularAuthOAuthRoutes
 from authql.services.events import AuthEvent, AuthEventType
 from authql.views import UserView
 
@@ -273,7 +275,7 @@ _OSES = (
 )
 
 
-class ModularAuthDialect(Dialect):
+class ModularAuthDialect(ModularAuthOAuthRoutes):
     """ModularAuth-Kit's ``/auth`` routes over authql's resolvers."""
 
     name = "modularauth"
@@ -281,6 +283,10 @@ class ModularAuthDialect(Dialect):
     transport = SessionCookieTransport(SESSION_COOKIE)
 
     def endpoints(self) -> list[Endpoint]:
+        fixed = self._fixed_endpoints()
+        return fixed + self.oauth_endpoints(fixed)
+
+    def _fixed_endpoints(self) -> list[Endpoint]:
         return [
             Endpoint(
                 "POST",
@@ -617,6 +623,10 @@ class ModularAuthDialect(Dialect):
     def _signed_in(self, outcome: AuthOutcome, message: str, status: int) -> Response:
         assert outcome.user is not None
         response = _ok(message, {"user": _user(outcome.user)}, status)
+        self._set_session_cookie(response, outcome)
+        return response
+
+    def _set_session_cookie(self, response: Response, outcome: AuthOutcome) -> None:
         if outcome.session_token:
             set_cookie(
                 response,
@@ -625,7 +635,6 @@ class ModularAuthDialect(Dialect):
                 outcome.session_token,
                 max_age=self.settings.refresh_token_ttl,
             )
-        return response
 
     def _signed_out(self) -> Response:
         response = _ok(MESSAGES["LOGOUT_SUCCESS"], None)

@@ -38,6 +38,7 @@ ENDPOINTS = {
     ("post", "/magic-link"),
     ("post", "/verify-magic-link"),
     ("post", "/verify-2fa"),
+    ("post", "/oauth/exchange"),
 }
 
 
@@ -554,10 +555,10 @@ async def test_openapi_lists_every_endpoint(make_client: MakeClient) -> None:
         ("GET", "/github/callback"),
     ],
 )
-async def test_flows_not_offered_yet_are_not_found(
+async def test_unconfigured_oauth_providers_are_not_found(
     make_client: MakeClient, method: str, path: str
 ) -> None:
-    """Mail and OAuth routes are not served yet: they answer 404."""
+    """Without configured OAuth providers, /google and /github answer 404."""
     response = await flux(make_client).call(
         method, path, {"email": EMAIL} if method == "POST" else None
     )

@@ -647,10 +647,10 @@ async def test_an_expired_session_is_401_and_clears_the_cookie(
     assert_cleared(response)
 
 
-async def test_feature_switched_routes_are_not_mounted_yet(
+async def test_google_sign_in_is_not_mounted_without_the_provider(
     app_client: Callable[..., GraphQLClient],
 ) -> None:
-    """Google sign-in answers 404 for now."""
+    """Google sign-in answers 404 while no provider named google is configured."""
     browser = await device(app_client)
     for method, path in (
         ("GET", "/google"),
