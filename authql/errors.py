@@ -9,7 +9,8 @@ unexpected failure and is masked by the adapters.
     ├── Unauthorized           UNAUTHORIZED
     ├── InvalidCredentials     INVALID_CREDENTIALS
     ├── InvalidToken           INVALID_TOKEN
-    │   └── ChallengeInvalid   (a dead 2FA challenge, not a wrong code)
+    │   ├── ChallengeInvalid   (a dead 2FA challenge, not a wrong code)
+    │   └── StateInvalid       (a dead or foreign OAuth state)
     ├── Forbidden              FORBIDDEN
     ├── EmailNotVerified       EMAIL_NOT_VERIFIED
     ├── TwoFactorRequired      TWO_FACTOR_REQUIRED
@@ -97,6 +98,13 @@ class ChallengeInvalid(InvalidToken):
     wrong codes (as opposed to a wrong code for a live one)."""
 
     default_message = "Invalid or expired challenge."
+
+
+class StateInvalid(InvalidToken):
+    """An OAuth ``state`` that is unknown, used, expired, for another provider, or presented
+    by another browser (as opposed to a refused code or id_token)."""
+
+    default_message = "Invalid or expired sign-in state."
 
 
 class Forbidden(AuthError):

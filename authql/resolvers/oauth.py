@@ -31,6 +31,7 @@ from authql.errors import (
     NotFound,
     OAuthConflict,
     ProviderError,
+    StateInvalid,
     ValidationFailed,
 )
 from authql.models import Identity, OAuthState, PendingIdentity, User
@@ -157,10 +158,10 @@ async def _claim_state(
         or not binding
         or not hmac.compare_digest(digest(binding), record.binding_digest)
     ):
-        raise InvalidToken("Invalid or expired sign-in state.")
+        raise StateInvalid()
     claimed = await OAuthState.filter(id=record.id, used_at=None).update(used_at=now)
     if claimed != 1:
-        raise InvalidToken("Invalid or expired sign-in state.")
+        raise StateInvalid()
     return record
 
 
@@ -221,6 +222,13 @@ async def finish_oauth(
         return OAuthFinish("login", outcome, record.return_url, provider)
     if not create_account:
         token = await _pend(ctx, provider, external)
+        email = (external.email or "").strip().lower()
+        if email and await User.exists(email=email):
+            raise OAuthConflict(
+                "An account with this email exists; sign in to it and link this provider.",
+                email=email,
+                pending_token=token,
+            )
         outcome = AuthOutcome(status=AuthStatus.OK)
         return OAuthFinish("register", outcome, record.return_url, provider, token)
     user = await _register(ctx, provider, external)

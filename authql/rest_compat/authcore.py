@@ -50,6 +50,13 @@ and the session cookie is set. Without one: ``{url: <prefix>/error?error=TwoFact
 with 401 (302 for form posts), no cookie; a wrong, replayed or used code: ``error=
 InvalidTwoFactorCode``, 401 / 302. Wrong codes count toward the account lockout (then 423).
 
+OAuth routes (``authql.rest_compat.authcore_oauth``, whose docstring lists their answers,
+deviations and inferred choices): ``GET /providers`` lists the configured providers beside
+``credentials``; ``POST /signin/{provider}`` (CSRF token) redirects to the provider and
+``GET /callback/{provider}`` sets the session cookie and redirects to the callbackUrl, or to
+``<prefix>/error?error=`` ``OAuthAccountNotLinked`` / ``TwoFactorRequired`` /
+``OAuthCallback`` and the like.
+
 Deliberate deviations (security):
 - ``POST /2fa/setup`` answers no backup codes (upstream returns them with the secret):
   nothing is active until ``/2fa/verify`` confirms a code from the app, and the ten backup
@@ -170,7 +177,6 @@ from authql.resolvers import (
 from authql.resolvers.challenges import CHALLENGE_TTL
 from authql.resolvers.outcomes import AuthOutcome, AuthStatus
 from authql.rest_compat._base import (
-    Dialect,
     DialectRequest,
     Endpoint,
     SessionCookieTransport,
@@ -178,6 +184,7 @@ from authql.rest_compat._base import (
     json_response,
     set_cookie,
 )
+from authql.rest_compat.authcore_oauth import AuthCoreOAuthRoutes
 from authql.settings import Settings
 from authql.views import UserView
 
@@ -189,7 +196,9 @@ SETUP_COOKIE = "authcore.2fa-setup"
 _CODE_FIELDS = ("totpCode", "code", "token")
 #: authql's factors that AuthCore's one-request sign-in can take (check-2fa lists these).
 _SIGN_IN_FACTORS = ("TOTP", "BACKUP_CODE")
-_CSRF_PATHS = frozenset({"/signin/credentials", "/callback/credentials", "/signout"})
+_CSRF_PATHS = frozenset(
+    {"/signin/credentials", "/callback/credentials", "/signout", "/signin/{provider}"}
+)
 #: Where ``GET /verify`` sends a signed-in user when the link carries no callbackUrl [doc].
 DEFAULT_VERIFY_REDIRECT = "/demo/dashboard"
 #: The app pages (under the public URL) that verification and reset mails open [inferred].
@@ -283,7 +292,7 @@ class AuthCoreTransport(SessionCookieTransport):
             await authenticate(context, access_token)
 
 
-class AuthCoreDialect(Dialect):
+class AuthCoreDialect(AuthCoreOAuthRoutes):
     name = "authcore"
     title = "AuthCore"
     transport = AuthCoreTransport()
@@ -327,6 +336,7 @@ class AuthCoreDialect(Dialect):
             Endpoint("GET", "/csrf", self.csrf, "NextAuth CSRF token", rate_limit=public),
             Endpoint("GET", "/providers", self.providers, "NextAuth providers", rate_limit=public),
             *sign_in,
+            *self.oauth_endpoints(),
             Endpoint(
                 "GET",
                 "/session",
@@ -496,7 +506,8 @@ class AuthCoreDialect(Dialect):
         return response
 
     async def providers(self, request: DialectRequest) -> Response:
-        offered = {provider.kind for provider in meta.auth_providers(request.context)}
+        views = meta.auth_providers(request.context)
+        offered = {provider.kind for provider in views}
         credentials = {
             "id": "credentials",
             "name": "Credentials",
@@ -505,7 +516,7 @@ class AuthCoreDialect(Dialect):
             "callbackUrl": self.url("/callback/credentials"),
         }
         body = {"credentials": credentials} if "password" in offered else {}
-        return json_response(body)
+        return json_response(body | self.oauth_providers(views))
 
     async def sign_in(self, request: DialectRequest) -> Response:
         email = await request.require("email")
@@ -536,13 +547,7 @@ class AuthCoreDialect(Dialect):
             return self._navigate(self.url("/error?error=EmailNotVerified"), as_json, 403)
         assert outcome.status is AuthStatus.OK and outcome.session_token is not None
         response = self._navigate(target, as_json, 200)
-        set_cookie(
-            response,
-            self.settings,
-            session_cookie_name(self.settings),
-            outcome.session_token,
-            max_age=self.settings.refresh_token_ttl,
-        )
+        self._set_session_cookie(response, outcome.session_token)
         return response
 
     async def session(self, request: DialectRequest) -> Response:
@@ -575,6 +580,16 @@ class AuthCoreDialect(Dialect):
         response = self._navigate(target, as_json, 200)
         clear_cookie(response, self.settings, session_cookie_name(self.settings))
         return response
+
+    def _set_session_cookie(self, response: Response, session_token: str) -> None:
+        """The session cookie, living as long as the session may."""
+        set_cookie(
+            response,
+            self.settings,
+            session_cookie_name(self.settings),
+            session_token,
+            max_age=self.settings.refresh_token_ttl,
+        )
 
     def _setup_required(self, outcome: AuthOutcome, as_json: bool) -> Response:
         """NextAuth's error answer, plus the setup challenge in a cookie scoped to /2fa."""
@@ -678,13 +693,7 @@ class AuthCoreDialect(Dialect):
             response: Response = json_response({"success": True, "data": data})
         else:
             response = self._navigate(target, False, 302)
-        set_cookie(
-            response,
-            self.settings,
-            session_cookie_name(self.settings),
-            outcome.session_token,
-            max_age=self.settings.refresh_token_ttl,
-        )
+        self._set_session_cookie(response, outcome.session_token)
         return response
 
     async def verify_email(self, request: DialectRequest) -> Response:

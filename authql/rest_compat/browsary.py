@@ -15,8 +15,12 @@ request checks that the session is live, so logout/revocation anywhere kills it 
 
 Served (relative to the prefix): GET "" (status), POST /register, POST /login, GET /logout,
 POST /verify/request, POST /verify/submit, POST /reset/request, POST /reset/submit,
-POST /2fa/enable/request, POST /2fa/enable/submit, POST /2fa/verify, POST /2fa/reset; and
-GET /api (root) beside the prefix.
+POST /2fa/enable/request, POST /2fa/enable/submit, POST /2fa/verify, POST /2fa/reset; the
+external-provider routes GET /external/providers, GET /external, GET and DELETE
+/external/{provider}, GET /external/{provider}/init, GET /external/{provider}/redirect and
+POST /external/register/{token} (``authql.rest_compat.browsary_external``, whose docstring
+lists their answers, deviations and inferred choices); and GET /api (root) beside the
+prefix.
 
 Two-factor state. The library keeps it in the JWT (``twoFactorPassed: false`` -> status
 ``2fa_required``); authql never issues a session before the factor, so the pending state is
@@ -113,8 +117,6 @@ Deliberate deviations (security):
   mismatch) and the password rules before the token is spent; a bad, used, expired or
   other-purpose token is 400. A reset marks the address verified (the link was read in the
   mailbox), so its ``status`` is ``ok``.
-
-Not served yet (404): external/*.
 """
 
 from __future__ import annotations
@@ -141,16 +143,15 @@ from authql.resolvers.challenges import CHALLENGE_TTL
 from authql.resolvers.outcomes import AuthOutcome, AuthStatus
 from authql.rest_compat._base import (
     BearerTransport,
-    Dialect,
     DialectRequest,
     Endpoint,
     clear_cookie,
     json_response,
     set_cookie,
 )
+from authql.rest_compat.browsary_external import COOKIE, BrowsaryExternalRoutes
 from authql.views import UserView
 
-COOKIE = "token"
 ROOT_SERVICE = "browsary::root"
 ROOT_VERSION = "2024-05-01"
 #: A challenge's purpose -> the status Browsary shows while it is pending.
@@ -224,7 +225,7 @@ def _live_challenge() -> Iterator[None]:
         raise Unauthorized("Invalid or expired token.") from None
 
 
-class BrowsaryDialect(Dialect):
+class BrowsaryDialect(BrowsaryExternalRoutes):
     name = "browsary"
     title = "Browsary"
     transport = BearerTransport(cookie=COOKIE)
@@ -327,6 +328,7 @@ class BrowsaryDialect(Dialect):
                 body={"token": "string"},
                 required=("token",),
             ),
+            *self.external_endpoints(),
             Endpoint("GET", "", self.root, "Service root (health check)", beside_prefix=True),
         ]
 
@@ -495,27 +497,39 @@ class BrowsaryDialect(Dialect):
         set_cookie(response, self.settings, COOKIE, token, max_age=max_age)
         return response
 
-    def _signed_in(self, outcome: AuthOutcome, *, cookie: bool = True) -> Response:
-        """``{status, token}`` (+ the cookie, persistent when the session is remembered);
-        ``{status:'2fa_required'|'2fa_setup', token:<challenge>}`` (+ the challenge cookie)
-        while a factor is pending; ``{status:'email_not_verified'}`` when the resolver
-        withheld tokens until the email is verified."""
+    def _credential(self, outcome: AuthOutcome) -> tuple[str, int | None] | None:
+        """The ``token`` cookie (value, max-age) for ``outcome``: the challenge while a
+        factor is pending (its life), else the session's JWT (persistent when the session
+        is remembered); None when the resolver withheld tokens until the email is
+        verified."""
         if outcome.challenge_token is not None:
-            setup = outcome.status is AuthStatus.TWO_FACTOR_SETUP_REQUIRED
-            body = {"status": PENDING["setup" if setup else "verify"]}
-            response = json_response({**body, "token": outcome.challenge_token})
-            set_cookie(
-                response, self.settings, COOKIE, outcome.challenge_token, max_age=CHALLENGE_TTL
-            )
-            return response
+            return outcome.challenge_token, CHALLENGE_TTL
         if outcome.status is AuthStatus.EMAIL_NOT_VERIFIED or outcome.session is None:
-            return json_response({"status": "email_not_verified"})
+            return None
         assert outcome.user is not None
         token = self._jwt(outcome.user, outcome.session.id)
-        body = {"status": _status(outcome.user), "token": token}
-        if not cookie:
-            return json_response(body)
-        return self._with_cookie(body, token, remember=outcome.session.remember)
+        return token, self.settings.refresh_token_ttl if outcome.session.remember else None
+
+    def _signed_in(self, outcome: AuthOutcome, *, cookie: bool = True) -> Response:
+        """``{status, token}`` (+ the cookie, unless ``cookie`` is false);
+        ``{status:'2fa_required'|'2fa_setup', token:<challenge>}`` (+ the challenge cookie,
+        always) while a factor is pending; ``{status:'email_not_verified'}`` when the
+        resolver withheld tokens until the email is verified."""
+        credential = self._credential(outcome)
+        if credential is None:
+            return json_response({"status": "email_not_verified"})
+        token, max_age = credential
+        if outcome.challenge_token is not None:
+            setup = outcome.status is AuthStatus.TWO_FACTOR_SETUP_REQUIRED
+            status = PENDING["setup" if setup else "verify"]
+            cookie = True
+        else:
+            assert outcome.user is not None
+            status = _status(outcome.user)
+        response = json_response({"status": status, "token": token})
+        if cookie:
+            set_cookie(response, self.settings, COOKIE, token, max_age=max_age)
+        return response
 
     def _session_cookie(
         self, principal: Principal, extra: dict[str, Any], *, status: str | None = None

@@ -526,6 +526,8 @@ async def test_openapi_lists_every_endpoint(authcore: AuthCore) -> None:
         ("get", f"{PREFIX}/providers"),
         ("post", f"{PREFIX}/signin/credentials"),
         ("post", f"{PREFIX}/callback/credentials"),
+        ("post", f"{PREFIX}/signin/{{provider}}"),
+        ("get", f"{PREFIX}/callback/{{provider}}"),
         ("get", f"{PREFIX}/session"),
         ("post", f"{PREFIX}/signout"),
         ("post", f"{PREFIX}/magic-link"),

@@ -409,14 +409,14 @@ async def test_other_prefix_moves_the_root_beside_it(make_client: MakeClient) ->
 # --- scope, cross-surface, documentation -----------------------------------------------------
 
 
-async def test_later_flows_are_not_served_yet(client: GraphQLClient) -> None:
-    """External-provider routes answer 404 for now."""
-    for method, path in (
-        ("GET", "/external/providers"),
-        ("GET", "/external"),
-    ):
-        response = await call(client, method, f"{PREFIX}{path}", json={})
-        assert response.status_code == 404, path
+async def test_external_routes_without_providers(client: GraphQLClient) -> None:
+    """With no provider configured, external/providers lists none, GET /external needs a
+    session (401), and starting a flow is 404."""
+    providers = await call(client, "GET", f"{PREFIX}/external/providers")
+    assert providers.status_code == 200
+    assert providers.json() == {"status": "ok", "providers": []}
+    assert_error(await call(client, "GET", f"{PREFIX}/external"), 401)
+    assert_error(await call(client, "GET", f"{PREFIX}/external/google/init"), 404)
 
 
 async def test_graphql_account_logs_in_over_browsary(client: GraphQLClient) -> None:
