@@ -409,15 +409,21 @@ async def request_link(
     ctx: RequestContext, *, pending_token: str, email: str, link_base: str | None = None
 ) -> bool:
     """Mail the owner of ``email`` a link that attaches the pending identity to their
-    account. Always True (whether or not such an account exists); the mail goes only to
-    the stored address. Raises INVALID_TOKEN for a dead pending identity, RATE_LIMITED."""
+    account. Always True (whether or not such an account exists). The mail goes only to the
+    stored address, and only when ``email`` is the address the provider verified for this
+    identity. Raises INVALID_TOKEN for a dead pending identity, RATE_LIMITED."""
     record = await _pending(ctx, pending_token, claim=False)
     address = check_email(email)
     await spend(ctx, "recovery_ip", ctx.ip_address)
     await spend(ctx, "recovery", address)
-    ttl = ctx.services.settings.email_change_ttl
+    # The link lives no longer than the parked identity it attaches.
+    ttl = int((record.expires_at - ctx.services.clock.now()).total_seconds())
 
     async def job() -> None:
+        # Only the identity's own, provider-verified address may be offered the link:
+        # anything else would let a stranger's identity be attached to someone's account.
+        if not record.email_verified or record.email != address or ttl <= 0:
+            return
         user = await User.get_or_none(email=address, deleted_at=None)
         if user is None:
             return

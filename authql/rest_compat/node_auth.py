@@ -28,8 +28,10 @@ POST /magic-link/send, POST /magic-link/verify, POST /sms/send, POST /sms/verify
 POST /add-phone; and, in ``node_auth_2fa`` (which also renders the 2FA challenge of every
 token-issuing route and the ``mode: '2fa'`` variants of the magic-link and SMS routes, with
 their own deviations and [inferred] choices): POST /2fa/setup, POST /2fa/verify-setup,
-POST /2fa/verify, POST /2fa/disable. OAuth, account linking and account deletion come with
-those authql flows (404 until then).
+POST /2fa/verify, POST /2fa/disable; and, in ``node_auth_oauth`` (with its own deviations
+and [inferred] choices): GET /oauth/{provider}, GET /oauth/{provider}/callback,
+GET /linked-accounts, DELETE /linked-accounts/{provider}/{providerAccountId},
+POST /link-request, POST /link-verify. Not served (404): DELETE /account.
 
 Deliberate deviations (security):
 - ``POST /sessions/cleanup`` needs an admin (upstream it is public): 403
@@ -128,7 +130,6 @@ Deliberate deviations (security):
 
 from __future__ import annotations
 
-import datetime as dt
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -156,23 +157,24 @@ from authql.rest_compat._base import (
     json_response,
     set_cookie,
 )
-from authql.rest_compat.node_auth_2fa import (
-    SETUP_ROUTES,
-    NodeAuthTwoFactorRoutes,
-    challenge_response,
-    temp_token,
+from authql.rest_compat.node_auth_2fa import SETUP_ROUTES, challenge_response, temp_token
+from authql.rest_compat.node_auth_mail import (
+    BAD_ACCESS_TOKEN,
+    NO_ACCESS_TOKEN,
+    Said,
+    bearer_strategy,
+    cookie_name,
+    iso,
+    read_cookie,
 )
-from authql.rest_compat.node_auth_mail import Said, bearer_strategy
+from authql.rest_compat.node_auth_oauth import NodeAuthOAuthRoutes
 from authql.services.tokens import same_secret
-from authql.settings import Settings
 from authql.views import SessionView
 
 ACCESS_COOKIE = "accessToken"
 REFRESH_COOKIE = "refreshToken"
 CSRF_COOKIE = "csrf-token"
 CSRF_HEADER = "x-csrf-token"
-NO_ACCESS_TOKEN = "No access token provided"
-BAD_ACCESS_TOKEN = "Invalid or expired access token"
 NO_REFRESH_TOKEN = "No refresh token provided"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Public routes that act on the caller's account when one is signed in (CSRF applies then).
@@ -204,21 +206,6 @@ class CsrfInvalid(Forbidden):
     default_message = "CSRF token validation failed"
 
 
-def _cookie_name(settings: Settings, base: str, *, root: bool = True) -> str:
-    """Upstream's names: bare over http; ``__Host-`` (path ``/``) or ``__Secure-`` over https."""
-    if not settings.secure_cookies:
-        return base
-    return f"__Host-{base}" if root else f"__Secure-{base}"
-
-
-def _read_cookie(request: Request, settings: Settings, base: str) -> str | None:
-    names = (f"__Host-{base}", f"__Secure-{base}") if settings.secure_cookies else (base,)
-    for name in names:
-        if value := request.cookies.get(name):
-            return value
-    return None
-
-
 @dataclass(frozen=True)
 class NodeAuthTransport:
     """``Authorization: Bearer`` first, then the access-token cookie (upstream's order)."""
@@ -227,24 +214,18 @@ class NodeAuthTransport:
         settings = context.services.settings
         token = bearer_token(request.headers.get("authorization"))
         if token is None:
-            token = _read_cookie(request, settings, ACCESS_COOKIE)
+            token = read_cookie(request, settings, ACCESS_COOKIE)
         if token:
             await authenticate(context, token)
-
-
-def _iso(moment: dt.datetime) -> str:
-    """JavaScript's ``Date.prototype.toJSON()``: UTC, milliseconds, ``Z``."""
-    utc = moment.astimezone(dt.UTC) if moment.tzinfo else moment
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
 def _session_info(session: SessionView) -> dict[str, Any]:
     return {
         "sessionHandle": session.id,
         "userId": session.user_id,
-        "createdAt": _iso(session.created_at),
-        "expiresAt": _iso(session.expires_at),
-        "lastActiveAt": _iso(session.last_seen_at),
+        "createdAt": iso(session.created_at),
+        "expiresAt": iso(session.expires_at),
+        "lastActiveAt": iso(session.last_seen_at),
         "ipAddress": session.ip_address,
         "userAgent": session.user_agent,
         "current": session.current,
@@ -261,7 +242,7 @@ def _signed_in(outcome: AuthOutcome) -> AuthOutcome:
     return outcome
 
 
-class NodeAuthDialect(NodeAuthTwoFactorRoutes):
+class NodeAuthDialect(NodeAuthOAuthRoutes):
     """node-auth's auth router: JWT cookies (or Bearer), ``{success:true}``, ``{error, code}``."""
 
     name = "node-auth"
@@ -340,6 +321,7 @@ class NodeAuthDialect(NodeAuthTwoFactorRoutes):
             ),
             *self.mail_endpoints(),
             *self.two_factor_endpoints(),
+            *self.oauth_endpoints(),
         ]
 
     def render_error(self, error: AuthError) -> tuple[int, dict[str, Any]]:
@@ -381,7 +363,7 @@ class NodeAuthDialect(NodeAuthTwoFactorRoutes):
             return  # enrolling from a setup tempToken involves no session
         context, http = request.context, request.request
         bearer = bearer_token(http.headers.get("authorization"))
-        cookie = None if bearer else _read_cookie(http, self.settings, ACCESS_COOKIE)
+        cookie = None if bearer else read_cookie(http, self.settings, ACCESS_COOKIE)
         if endpoint.authenticated and not (bearer or cookie):
             raise Unauthorized(NO_ACCESS_TOKEN)
         if (
@@ -390,7 +372,7 @@ class NodeAuthDialect(NodeAuthTwoFactorRoutes):
             and endpoint.method not in _SAFE_METHODS
             and (endpoint.authenticated or context.principal is not None)
         ):
-            expected = _read_cookie(http, self.settings, CSRF_COOKIE)
+            expected = read_cookie(http, self.settings, CSRF_COOKIE)
             sent = http.headers.get(CSRF_HEADER)
             if not expected or not sent or not same_secret(expected, sent):
                 raise CsrfInvalid()
@@ -405,10 +387,10 @@ class NodeAuthDialect(NodeAuthTwoFactorRoutes):
             not self.settings.node_auth_csrf
             or bearer_strategy(request)
             or bearer_token(http.headers.get("authorization"))
-            or _read_cookie(http, self.settings, CSRF_COOKIE)
+            or read_cookie(http, self.settings, CSRF_COOKIE)
         ):
             return
-        name = _cookie_name(self.settings, CSRF_COOKIE)
+        name = cookie_name(self.settings, CSRF_COOKIE)
         if any(v.startswith(f"{name}=") for v in response.headers.getlist("set-cookie")):
             return
         self._set_csrf(response)
@@ -419,7 +401,7 @@ class NodeAuthDialect(NodeAuthTwoFactorRoutes):
         set_cookie(
             response,
             self.settings,
-            _cookie_name(self.settings, CSRF_COOKIE),
+            cookie_name(self.settings, CSRF_COOKIE),
             secrets.token_urlsafe(32),
             max_age=self.services.access_tokens.ttl,
             http_only=False,
@@ -432,7 +414,6 @@ class NodeAuthDialect(NodeAuthTwoFactorRoutes):
         if pending is not None:
             return pending
         outcome = _signed_in(outcome)
-        assert outcome.access_token and outcome.refresh_token and outcome.session
         if bearer_strategy(request):
             return json_response(
                 {
@@ -442,11 +423,17 @@ class NodeAuthDialect(NodeAuthTwoFactorRoutes):
                 }
             )
         response = json_response({"success": True})
+        self._set_token_cookies(response, outcome)
+        return response
+
+    def _set_token_cookies(self, response: Response, outcome: AuthOutcome) -> None:
+        """The access and refresh cookies (and ``csrf-token`` when CSRF is on) of a session."""
+        assert outcome.access_token and outcome.refresh_token and outcome.session
         settings = self.settings
         set_cookie(
             response,
             settings,
-            _cookie_name(settings, ACCESS_COOKIE),
+            cookie_name(settings, ACCESS_COOKIE),
             outcome.access_token,
             max_age=outcome.expires_in or self.services.access_tokens.ttl,
         )
@@ -454,26 +441,25 @@ class NodeAuthDialect(NodeAuthTwoFactorRoutes):
         set_cookie(
             response,
             settings,
-            _cookie_name(settings, REFRESH_COOKIE, root=False),
+            cookie_name(settings, REFRESH_COOKIE, root=False),
             outcome.refresh_token,
             max_age=max(0, int(remaining.total_seconds())),
             path=self.url("/refresh"),
         )
         if settings.node_auth_csrf:
             self._set_csrf(response)
-        return response
 
     def _clear_cookies(self, response: Response) -> None:
         settings = self.settings
-        clear_cookie(response, settings, _cookie_name(settings, ACCESS_COOKIE))
+        clear_cookie(response, settings, cookie_name(settings, ACCESS_COOKIE))
         clear_cookie(
             response,
             settings,
-            _cookie_name(settings, REFRESH_COOKIE, root=False),
+            cookie_name(settings, REFRESH_COOKIE, root=False),
             path=self.url("/refresh"),
         )
         if settings.node_auth_csrf:
-            clear_cookie(response, settings, _cookie_name(settings, CSRF_COOKIE))
+            clear_cookie(response, settings, cookie_name(settings, CSRF_COOKIE))
 
     # --- handlers --------------------------------------------------------------------------
 
@@ -512,7 +498,7 @@ class NodeAuthDialect(NodeAuthTwoFactorRoutes):
         return response
 
     async def refresh(self, request: DialectRequest) -> Response:
-        token = await request.string("refreshToken", required=False) or _read_cookie(
+        token = await request.string("refreshToken", required=False) or read_cookie(
             request.request, self.settings, REFRESH_COOKIE
         )
         if not token:

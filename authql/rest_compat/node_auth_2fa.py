@@ -127,15 +127,20 @@ _WRONG_CODE = {
 }
 
 
+def available_methods(outcome: AuthOutcome) -> list[str]:
+    """The challenge's factors by their node-auth names (``available2faMethods``)."""
+    names = [_METHOD_NAMES[m] for m in outcome.two_factor_methods or () if m in _METHOD_NAMES]
+    return list(dict.fromkeys(names))
+
+
 def challenge_response(outcome: AuthOutcome) -> Response | None:
     """node-auth's answer for a pending second factor, or None when ``outcome`` is not one."""
     if outcome.status is AuthStatus.TWO_FACTOR_REQUIRED:
-        names = [_METHOD_NAMES[m] for m in outcome.two_factor_methods or () if m in _METHOD_NAMES]
         return json_response(
             {
                 "requiresTwoFactor": True,
                 "tempToken": outcome.challenge_token,
-                "available2faMethods": list(dict.fromkeys(names)),
+                "available2faMethods": available_methods(outcome),
             }
         )
     if outcome.status is AuthStatus.TWO_FACTOR_SETUP_REQUIRED:

@@ -15,20 +15,49 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
+from starlette.requests import Request
 from starlette.responses import Response
 
 from authql.errors import AuthError, ErrorCode, InvalidToken
 from authql.resolvers import email_change, passwordless, recovery, verification
 from authql.resolvers.outcomes import AuthOutcome, AuthStatus
 from authql.rest_compat._base import Dialect, DialectRequest, Endpoint, json_response
+from authql.settings import Settings
+
+# --- shared by every part of the node-auth dialect ---------------------------------------------
+
+NO_ACCESS_TOKEN = "No access token provided"
+BAD_ACCESS_TOKEN = "Invalid or expired access token"
 
 
 def bearer_strategy(request: DialectRequest) -> bool:
     """The client asked for tokens in the body (``X-Auth-Strategy: bearer``)."""
     return request.request.headers.get("x-auth-strategy", "").strip().lower() == "bearer"
+
+
+def cookie_name(settings: Settings, base: str, *, root: bool = True) -> str:
+    """Upstream's names: bare over http; ``__Host-`` (path ``/``) or ``__Secure-`` over https."""
+    if not settings.secure_cookies:
+        return base
+    return f"__Host-{base}" if root else f"__Secure-{base}"
+
+
+def read_cookie(request: Request, settings: Settings, base: str) -> str | None:
+    names = (f"__Host-{base}", f"__Secure-{base}") if settings.secure_cookies else (base,)
+    for name in names:
+        if value := request.cookies.get(name):
+            return value
+    return None
+
+
+def iso(moment: dt.datetime) -> str:
+    """JavaScript's ``Date.prototype.toJSON()``: UTC, milliseconds, ``Z``."""
+    utc = moment.astimezone(dt.UTC) if moment.tzinfo else moment
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
 class Said(AuthError):
