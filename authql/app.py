@@ -20,7 +20,7 @@ from authql.context import build_context
 from authql.db import tortoise_config
 from authql.middleware import BodyLimitMiddleware
 from authql.resolvers import meta
-from authql.rest_compat import dialect_routes
+from authql.rest_compat import dialect_routes, oauth_start_urls
 from authql.schema import build_schema
 from authql.schema.view import AuthqlGraphQL
 from authql.services import Services, build_services
@@ -42,6 +42,7 @@ def create_app(
     """
     settings = (settings or from_env()).with_generated_secrets()
     services = services or build_services(settings)
+    services.oauth.start_urls = oauth_start_urls(services)
     graphql = AuthqlGraphQL(
         build_schema(settings),
         services,

@@ -291,6 +291,24 @@ async def test_auth_providers_lists_the_configured_provider(
     assert by_id[ACME]["name"] == "Acme"
     assert by_id[ACME2]["kind"] == "oauth"
     assert by_id["local"]["kind"] == "password"
+    assert by_id[ACME]["authorizeUrl"] is None  # no dialect mounted: SPAs use startOAuth
+
+
+async def test_auth_providers_name_where_a_browser_starts_the_flow(
+    oidc: OidcProvider, make_client: MakeClient
+) -> None:
+    """With a dialect mounted, authorizeUrl is its route that redirects to the provider."""
+    client = acme_app(
+        make_client,
+        oidc,
+        rest_dialects=(("fluxkit", "/compat/fluxkit/auth"), ("node-auth", "/auth")),
+    )
+    providers = (await client.gql(AUTH_PROVIDERS)).data["authProviders"]
+    by_id = {provider["id"]: provider for provider in providers}
+    assert by_id[ACME]["authorizeUrl"] == "http://127.0.0.1:8000/compat/fluxkit/auth/acme"
+    response = await client.http.get("/compat/fluxkit/auth/acme")
+    assert response.status_code == 302
+    assert response.headers["location"].startswith(oidc.authorization_endpoint)
 
 
 # --- linking ---------------------------------------------------------------------------------

@@ -34,7 +34,12 @@ def auth_providers(ctx: RequestContext) -> list[ProviderView]:
         ProviderView(id="sms", kind="passwordless", name="Text message code"),
         ProviderView(id="totp", kind="second-factor", name="Authenticator app"),
         *(
-            ProviderView(id=client.name, kind="oauth", name=client.display_name)
+            ProviderView(
+                id=client.name,
+                kind="oauth",
+                name=client.display_name,
+                authorize_url=ctx.services.oauth.start_urls.get(client.name),
+            )
             for client in ctx.services.oauth.all()
         ),
     ]

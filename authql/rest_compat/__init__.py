@@ -36,6 +36,29 @@ NATIVE_PREFIXES: dict[str, str] = {
 }
 
 
+#: Where each product's browser-started OAuth flow begins, relative to its prefix
+#: (AuthCore's sign-in is a CSRF-protected POST, so it has no plain start URL).
+OAUTH_START_PATHS: dict[str, str] = {
+    "node-auth": "/oauth/{provider}",
+    "fluxkit": "/{provider}",
+    "modularauth": "/{provider}",
+    "browsary": "/external/{provider}/init",
+}
+
+
+def oauth_start_urls(services: Services) -> dict[str, str]:
+    """Provider name -> the first mounted dialect route where a browser starts its flow."""
+    urls: dict[str, str] = {}
+    base = services.settings.public_url
+    for client in services.oauth.all():
+        for name, prefix in services.settings.rest_dialects:
+            pattern = OAUTH_START_PATHS.get(name)
+            if pattern is not None:
+                urls[client.name] = base + prefix + pattern.format(provider=client.name)
+                break
+    return urls
+
+
 def dialect_class(name: str) -> type[Dialect]:
     """The Dialect subclass registered under ``name``; ConfigError for unknown names."""
     if name not in DIALECT_MODULES:

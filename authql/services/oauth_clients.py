@@ -236,10 +236,12 @@ class OAuthClient:
 
 
 class OAuthProviders:
-    """The configured providers by name."""
+    """The configured providers by name, and where a browser starts each one's flow
+    (``start_urls``: filled by the composition root from the mounted surfaces)."""
 
     def __init__(self, configs: tuple[OAuthProviderConfig, ...]) -> None:
         self._clients = {config.name: OAuthClient(config) for config in configs}
+        self.start_urls: dict[str, str] = {}
 
     def get(self, name: str) -> OAuthClient | None:
         return self._clients.get(name)
