@@ -766,8 +766,7 @@ def profile_me(
         print(f"\n--profile: py-spy failed: {err.decode(errors='replace')[-500:]}")
         return
     summarize_profile(raw)
-    svg = out / "me.svg"
-    print(f"collapsed stacks: {raw} (flamegraph: py-spy record --format flamegraph -o {svg})")
+    print(f"collapsed stacks (speedscope.app or flamegraph.pl read them): {raw}")
 
 
 def summarize_profile(raw: Path, top: int = 20) -> None:
@@ -780,7 +779,7 @@ def summarize_profile(raw: Path, top: int = 20) -> None:
     self_counts: dict[str, int] = {}
     total_counts: dict[str, int] = {}
     samples = 0
-    for line in raw.read_text().splitlines():
+    for line in raw.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue

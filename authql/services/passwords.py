@@ -9,8 +9,10 @@ dummy hash, so timing does not reveal whether an account exists.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -24,6 +26,26 @@ class Verification:
 
     ok: bool
     needs_rehash: bool = False
+
+
+#: Scheduling niceness of hashing threads: under contention the event loop thread wins, so
+#: a login burst does not stall every other request; alone, hashing still gets full CPU.
+HASHING_NICENESS = 10
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (affinity-aware, unlike ``os.cpu_count``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _yield_to_the_event_loop() -> None:
+    """Lower this worker thread's priority (argon2's own lane threads inherit it)."""
+    # Where this is not supported, hashing still works at normal priority.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
 
 
 class PasswordService:
@@ -44,7 +66,9 @@ class PasswordService:
             type=Type.ID,
         )
         self._pool = ThreadPoolExecutor(
-            max_workers=workers or max(2, os.cpu_count() or 2), thread_name_prefix="argon2"
+            max_workers=workers or _usable_cpus(),
+            thread_name_prefix="argon2",
+            initializer=_yield_to_the_event_loop,
         )
         self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
 
