@@ -99,9 +99,7 @@ _PROVIDER_DEFAULTS: dict[str, dict[str, object]] = {
 }
 
 
-def parse_oauth_providers(
-    raw: str, environ: Mapping[str, str]
-) -> tuple[OAuthProviderConfig, ...]:
+def parse_oauth_providers(raw: str, environ: Mapping[str, str]) -> tuple[OAuthProviderConfig, ...]:
     """``name,...`` plus each provider's ``AUTHQL_OAUTH_<NAME>_*`` variables."""
     providers = []
     for name in _csv(raw.lower()):
@@ -109,9 +107,19 @@ def parse_oauth_providers(
             raise ConfigError(f"AUTHQL_OAUTH_PROVIDERS: bad provider name {name!r}")
         prefix = f"AUTHQL_OAUTH_{name.upper().replace('-', '_')}_"
         values: dict[str, object] = {"name": name, **_PROVIDER_DEFAULTS.get(name, {})}
-        for key in ("client_id", "client_secret", "discovery_url", "issuer", "authorize_url",
-                    "token_url", "userinfo_url", "jwks_url", "api_url", "kind",
-                    "display_name"):
+        for key in (
+            "client_id",
+            "client_secret",
+            "discovery_url",
+            "issuer",
+            "authorize_url",
+            "token_url",
+            "userinfo_url",
+            "jwks_url",
+            "api_url",
+            "kind",
+            "display_name",
+        ):
             if (prefix + key.upper()) in environ:
                 values[key] = environ[prefix + key.upper()].strip()
         if (prefix + "SCOPES") in environ:
