@@ -8,7 +8,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class _TooLarge(Exception):
-    pass
+    """Raised from the wrapped receive once the streamed body passes the cap."""
 
 
 class BodyLimitMiddleware:

@@ -13,6 +13,7 @@ misconfiguration.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -263,9 +264,9 @@ def _persisted(path: Path, make: Callable[[], str]) -> str:
         with os.fdopen(fd, "w") as handle:
             handle.write(make())
         try:
-            os.link(temporary, path)
-        except FileExistsError:
-            pass
+            # Another process won the race: its value stands, ours is dropped.
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, path)
         finally:
             temporary.unlink()
     value = path.read_text().strip()
