@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from starlette.applications import Starlette
@@ -111,3 +112,22 @@ class GraphQLClient:
 
     async def me(self, token: str) -> dict[str, Any] | None:
         return (await self.gql(ME, token=token)).data["me"]  # type: ignore[no-any-return]
+
+
+def set_cookies(response: httpx.Response) -> dict[str, dict[str, str]]:
+    """Set-Cookie headers as name -> {"value": ..., lower-cased attribute: value}."""
+    parsed: dict[str, dict[str, str]] = {}
+    for header in response.headers.get_list("set-cookie"):
+        first, *attributes = (part.strip() for part in header.split(";"))
+        name, _, value = first.partition("=")
+        entry = {"value": value.strip('"')}
+        for attribute in attributes:
+            key, _, attr_value = attribute.partition("=")
+            entry[key.lower()] = attr_value or "true"
+        parsed[name] = entry
+    return parsed
+
+
+def query(location: str) -> dict[str, str]:
+    """The query parameters of a URL (first value of each)."""
+    return {key: values[0] for key, values in parse_qs(urlsplit(location).query).items()}

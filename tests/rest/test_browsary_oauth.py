@@ -10,7 +10,6 @@ import base64
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -28,7 +27,7 @@ from tests.oidc_provider import (
     OidcProvider,
     oidc_fixture,  # noqa: F401 - registers the session fixture `oidc` here
 )
-from tests.support import PASSWORD, GraphQLClient
+from tests.support import PASSWORD, GraphQLClient, query, set_cookies
 from tests.totp_helpers import STEP, enrol, totp_code
 
 MakeClient = Callable[..., GraphQLClient]
@@ -50,20 +49,6 @@ JWT = re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*")
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def set_cookies(response: httpx.Response) -> dict[str, dict[str, str]]:
-    """Set-Cookie headers as name -> {"value": ..., lower-cased attribute: value}."""
-    parsed: dict[str, dict[str, str]] = {}
-    for header in response.headers.get_list("set-cookie"):
-        first, *attributes = (part.strip() for part in header.split(";"))
-        name, _, value = first.partition("=")
-        entry = {"value": value.strip('"')}
-        for attribute in attributes:
-            key, _, attr_value = attribute.partition("=")
-            entry[key.lower()] = attr_value or "true"
-        parsed[name] = entry
-    return parsed
 
 
 def _decoded(match: re.Match[str]) -> str:
@@ -90,10 +75,6 @@ async def assert_no_secrets(response: httpx.Response, jar: httpx.Cookies) -> Non
         for value in values:
             if value:
                 assert value not in location
-
-
-def query(location: str) -> dict[str, str]:
-    return {key: values[0] for key, values in parse_qs(urlsplit(location).query).items()}
 
 
 def assert_error(response: httpx.Response, status: int) -> str:

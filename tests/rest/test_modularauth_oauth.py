@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -30,7 +29,7 @@ from tests.oidc_provider import (
     oidc_fixture,  # noqa: F401 - registers the session fixture `oidc` here
     oidc_provider,
 )
-from tests.support import PASSWORD, GraphQLClient
+from tests.support import PASSWORD, GraphQLClient, query, set_cookies
 from tests.totp_helpers import STEP, enrol, totp_code
 
 MakeClient = Callable[..., GraphQLClient]
@@ -46,24 +45,6 @@ JWT = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*")
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def set_cookies(response: httpx.Response) -> dict[str, dict[str, str]]:
-    """Set-Cookie headers as name -> {"value": ..., lower-cased attribute: value}."""
-    parsed: dict[str, dict[str, str]] = {}
-    for header in response.headers.get_list("set-cookie"):
-        first, *attributes = (part.strip() for part in header.split(";"))
-        name, _, value = first.partition("=")
-        entry = {"value": value.strip('"')}
-        for attribute in attributes:
-            key, _, attr_value = attribute.partition("=")
-            entry[key.lower()] = attr_value or "true"
-        parsed[name] = entry
-    return parsed
-
-
-def query(location: str) -> dict[str, str]:
-    return {key: values[0] for key, values in parse_qs(urlsplit(location).query).items()}
 
 
 async def assert_no_secrets(response: httpx.Response) -> None:

@@ -12,7 +12,7 @@ import pytest
 from authql.models import RefreshToken, Session
 from authql.resolvers import accounts
 from authql.services.clock import FrozenClock
-from tests.support import PASSWORD, GraphQLClient
+from tests.support import PASSWORD, GraphQLClient, set_cookies
 
 MakeClient = Callable[..., GraphQLClient]
 
@@ -110,20 +110,6 @@ def node_auth(make_client: MakeClient, **overrides: Any) -> NodeAuth:
 
 def auth(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
-
-
-def set_cookies(response: httpx.Response) -> dict[str, dict[str, str]]:
-    """Set-Cookie headers as name -> {"value": ..., lower-cased attribute: value}."""
-    parsed: dict[str, dict[str, str]] = {}
-    for header in response.headers.get_list("set-cookie"):
-        first, *attributes = (part.strip() for part in header.split(";"))
-        name, _, value = first.partition("=")
-        entry = {"value": value.strip('"')}
-        for attribute in attributes:
-            key, _, attr_value = attribute.partition("=")
-            entry[key.lower()] = attr_value or "true"
-        parsed[name] = entry
-    return parsed
 
 
 def assert_cookie(

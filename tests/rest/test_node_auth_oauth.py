@@ -10,7 +10,6 @@ import re
 import socket
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -32,7 +31,7 @@ from tests.oidc_provider import (
     oidc_fixture,  # noqa: F401 - registers the session fixture `oidc` here
     oidc_provider,
 )
-from tests.support import PASSWORD, GraphQLClient
+from tests.support import PASSWORD, GraphQLClient, query, set_cookies
 from tests.totp_helpers import STEP, enrol, totp_code
 
 MakeClient = Callable[..., GraphQLClient]
@@ -63,20 +62,6 @@ ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def set_cookies(response: httpx.Response) -> dict[str, dict[str, str]]:
-    """Set-Cookie headers as name -> {"value": ..., lower-cased attribute: value}."""
-    parsed: dict[str, dict[str, str]] = {}
-    for header in response.headers.get_list("set-cookie"):
-        first, *attributes = (part.strip() for part in header.split(";"))
-        name, _, value = first.partition("=")
-        entry = {"value": value.strip('"')}
-        for attribute in attributes:
-            key, _, attr_value = attribute.partition("=")
-            entry[key.lower()] = attr_value or "true"
-        parsed[name] = entry
-    return parsed
-
-
 async def assert_no_secrets(response: httpx.Response) -> None:
     """No body or header holds a password hash, a stored token digest or a TOTP secret
     (the documented ``methods=totp`` of the 2FA redirect aside), and no redirect URL holds
@@ -105,10 +90,6 @@ def assert_cookie(cookie: dict[str, str], *, path: str, max_age: int) -> None:
     assert int(cookie["max-age"]) == max_age
     assert cookie["samesite"].lower() == "lax"
     assert "httponly" in cookie
-
-
-def query(location: str) -> dict[str, str]:
-    return {key: values[0] for key, values in parse_qs(urlsplit(location).query).items()}
 
 
 def free_port() -> int:
