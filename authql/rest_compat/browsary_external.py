@@ -102,6 +102,7 @@ from authql.errors import (
     OAuthConflict,
     ProviderError,
     RateLimited,
+    StateInvalid,
     ValidationFailed,
 )
 from authql.resolvers import meta, oauth
@@ -122,8 +123,6 @@ BINDING_COOKIE = "openid_state"
 DASHBOARD_PAGE = "/dashboard"
 REGISTER_PAGE = "/register"
 ERROR_PAGE = "/login"
-#: The resolver's refusal of a state (oauth._claim_state) vs. of the provider's answer.
-_STATE_WORD = "state"
 
 
 class ProviderDeclined(AuthError):
@@ -153,7 +152,7 @@ def _failure(error: AuthError) -> str:
     if isinstance(error, ProviderDeclined):
         return "access_denied"
     if isinstance(error, InvalidToken):
-        state = _STATE_WORD in error.message.lower()
+        state = isinstance(error, StateInvalid)
         return "invalid_state" if state else "external_auth_failed"
     if isinstance(error, ProviderError):
         return "provider_error"

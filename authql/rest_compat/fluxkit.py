@@ -159,6 +159,7 @@ from authql.errors import (
     InvalidCredentials,
     InvalidToken,
     ProviderError,
+    StateInvalid,
     TwoFactorRequired,
     ValidationFailed,
 )
@@ -307,8 +308,7 @@ def _redirect(url: str) -> Response:
 def _callback_error(error: AuthError) -> str:
     """The ``error=`` code of a failed OAuth callback (else the error table's code)."""
     if isinstance(error, InvalidToken):
-        # oauth._claim_state refuses a bad state; anything else is the provider's answer.
-        if "state" in error.message.lower():
+        if isinstance(error, StateInvalid):  # a bad state, not the provider's answer
             return "INVALID_STATE"
         return "OAUTH_TOKEN_EXCHANGE_FAILED"
     if isinstance(error, ValidationFailed) and "email" in error.fields:

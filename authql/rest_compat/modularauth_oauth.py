@@ -57,7 +57,7 @@ from urllib.parse import urlencode
 
 from starlette.responses import RedirectResponse, Response
 
-from authql.errors import AuthError, Conflict, InvalidToken
+from authql.errors import AuthError, Conflict, InvalidToken, StateInvalid
 from authql.resolvers import oauth
 from authql.resolvers.outcomes import AuthOutcome, AuthStatus
 from authql.rest_compat._base import (
@@ -158,8 +158,7 @@ class ModularAuthOAuthRoutes(Dialect):
         except Conflict:
             response = self._home(error="account_exists")
         except InvalidToken as error:
-            # oauth._claim_state's refusal names the state; the rest is the provider's answer.
-            expired = "state" in error.message.lower()
+            expired = isinstance(error, StateInvalid)  # not the provider's answer
             response = self._home(error="oauth_state_expired" if expired else "oauth_failed")
         except AuthError:
             response = self._home(error="oauth_failed")

@@ -136,6 +136,7 @@ from authql.errors import (
     InvalidToken,
     NotFound,
     OAuthConflict,
+    StateInvalid,
     Unauthorized,
     ValidationFailed,
 )
@@ -196,7 +197,7 @@ def _configured(provider: str) -> Iterator[None]:
 def _callback_error(error: AuthError) -> AuthError:
     """A callback failure in node-auth's words where the route has its own."""
     if isinstance(error, InvalidToken):
-        if "state" in error.message.lower():  # oauth._claim_state's refusal
+        if isinstance(error, StateInvalid):
             return Said(400, "Invalid or expired OAuth state", "INVALID_STATE", code=error.code)
         message = error.message.rstrip(".")
         return Said(401, message, "OAUTH_TOKEN_EXCHANGE_FAILED", code=error.code)
