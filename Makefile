@@ -19,6 +19,7 @@ run: install
 	$(BIN)/authql serve --host 127.0.0.1 --port 8000
 
 test: install
+	bash .ci/system-packages.sh
 	$(BIN)/ruff check authql tests bench
 	$(BIN)/ruff format --check authql tests bench
 	$(BIN)/python -m pytest

@@ -3,11 +3,7 @@
 # Usage: source .ci/postgres.sh  -> exports AUTHQL_TEST_DATABASE_URL; call pg_stop when done.
 set -euo pipefail
 PG_PORT=${PG_PORT:-$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")}
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq postgresql >/dev/null
-fi
+bash "$(dirname "${BASH_SOURCE[0]}")/system-packages.sh"
 PG_BIN=$(dirname "$(ls -d /usr/lib/postgresql/*/bin/initdb | sort -V | tail -n 1)")
 PG_SCRATCH=$(mktemp -d /tmp/authql-pg.XXXXXX)
 chown postgres:postgres "$PG_SCRATCH"

@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from authql.context import build_context
 from authql.db import tortoise_config
+from authql.jobs import Jobs, start_jobs
 from authql.middleware import BodyLimitMiddleware
 from authql.resolvers import meta
 from authql.rest_compat import dialect_routes, oauth_start_urls
@@ -83,11 +84,15 @@ def create_app(
             from tortoise.contrib.starlette import RegisterTortoise
 
             async with RegisterTortoise(app, config=tortoise_config(settings.database_url)):
+                await services.start()
+                jobs = start_jobs(services)
                 yield
-                await _shutdown(services)
+                await _shutdown(services, jobs)
         else:
+            await services.start()
+            jobs = start_jobs(services)
             yield
-            await _shutdown(services)
+            await _shutdown(services, jobs)
         services.close()
 
     middleware = [Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)]
@@ -107,11 +112,14 @@ def create_app(
     return app
 
 
-async def _shutdown(services: Services, grace: float = 5.0) -> None:
-    """Give queued mail and SMS a moment to leave, then stop the delivery worker."""
+async def _shutdown(services: Services, jobs: Jobs, grace: float = 5.0) -> None:
+    """Stop periodic jobs, give queued mail and SMS a moment to leave, then stop the
+    delivery worker and the background services."""
+    await jobs.stop()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(services.delivery.drain(), grace)
     await services.delivery.close()
+    await services.stop()
 
 
 class RedactQueryStrings(logging.Filter):

@@ -195,6 +195,22 @@ class Settings:
     code_max_attempts: int = 5
     delivery_attempts: int = 4
     delivery_backoff: float = 0.5
+    event_bus: str = ""
+    metrics_token: str = ""
+    ws_max_subscriptions_per_connection: int = 20
+    ws_max_subscriptions_per_user: int = 50
+    sse_heartbeat_seconds: float = 30.0
+    tools_prefix: str = "/tools"
+    admin_prefix: str = "/admin"
+    webhook_attempts: int = 6
+    webhook_backoff: float = 1.0
+    webhook_timeout: float = 10.0
+    deleted_retention_days: int = 30
+    cleanup_interval: int = 3600
+    registration: str = "open"
+    password_rules: tuple[str, ...] = ()
+    pwned_passwords_url: str = ""
+    pwned_timeout: float = 2.0
 
     @property
     def production(self) -> bool:
@@ -205,6 +221,17 @@ class Settings:
     def issuer(self) -> str:
         """The ``iss`` of every access token: the public origin, without a trailing slash."""
         return self.public_url.rstrip("/")
+
+    @property
+    def event_bus_backend(self) -> str:
+        """``memory``, ``postgres`` or a ``redis://`` URL: the explicit choice, else postgres
+        when the database is PostgreSQL (so several processes share events with no extra
+        service), else memory."""
+        if self.event_bus:
+            return self.event_bus
+        if self.database_url.startswith(("postgres://", "postgresql://", "asyncpg://")):
+            return "postgres"
+        return "memory"
 
     @property
     def secure_cookies(self) -> bool:
@@ -313,6 +340,35 @@ def parse_dialects(raw: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def parse_event_bus(raw: str) -> str:
+    """``memory``, ``postgres`` or ``redis://host:port/db``."""
+    value = raw.strip()
+    if value in ("", "memory", "postgres") or value.startswith(("redis://", "rediss://")):
+        return value
+    raise ConfigError(f"AUTHQL_EVENT_BUS: want memory, postgres or redis://..., got {raw!r}")
+
+
+REGISTRATION_MODES = ("open", "closed", "approval")
+PASSWORD_RULES = ("upper", "lower", "digit", "symbol")
+
+
+def parse_registration(raw: str) -> str:
+    """``open``, ``closed`` or ``approval`` (an admin approves each new account)."""
+    value = raw.strip().lower()
+    if value not in REGISTRATION_MODES:
+        raise ConfigError(f"AUTHQL_REGISTRATION: want open, closed or approval, got {raw!r}")
+    return value
+
+
+def parse_password_rules(raw: str) -> tuple[str, ...]:
+    """Required character classes, e.g. ``upper,digit`` (``upper lower digit symbol``)."""
+    rules = _csv(raw.lower())
+    unknown = [rule for rule in rules if rule not in PASSWORD_RULES]
+    if unknown:
+        raise ConfigError(f"AUTHQL_PASSWORD_RULES: unknown rule(s) {', '.join(unknown)}")
+    return rules
+
+
 def _bool(raw: str, name: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -402,6 +458,22 @@ ENVIRONMENT: dict[str, tuple[str, object]] = {
     "AUTHQL_CODE_MAX_ATTEMPTS": ("code_max_attempts", _int),
     "AUTHQL_DELIVERY_ATTEMPTS": ("delivery_attempts", _int),
     "AUTHQL_DELIVERY_BACKOFF": ("delivery_backoff", float),
+    "AUTHQL_EVENT_BUS": ("event_bus", parse_event_bus),
+    "AUTHQL_METRICS_TOKEN": ("metrics_token", str.strip),
+    "AUTHQL_WS_MAX_SUBSCRIPTIONS_PER_CONNECTION": ("ws_max_subscriptions_per_connection", _int),
+    "AUTHQL_WS_MAX_SUBSCRIPTIONS_PER_USER": ("ws_max_subscriptions_per_user", _int),
+    "AUTHQL_SSE_HEARTBEAT_SECONDS": ("sse_heartbeat_seconds", float),
+    "AUTHQL_TOOLS_PREFIX": ("tools_prefix", lambda raw: "/" + raw.strip().strip("/")),
+    "AUTHQL_ADMIN_PREFIX": ("admin_prefix", lambda raw: "/" + raw.strip().strip("/")),
+    "AUTHQL_WEBHOOK_ATTEMPTS": ("webhook_attempts", _int),
+    "AUTHQL_WEBHOOK_BACKOFF": ("webhook_backoff", float),
+    "AUTHQL_WEBHOOK_TIMEOUT": ("webhook_timeout", float),
+    "AUTHQL_DELETED_RETENTION_DAYS": ("deleted_retention_days", _int),
+    "AUTHQL_CLEANUP_INTERVAL": ("cleanup_interval", _int),
+    "AUTHQL_REGISTRATION": ("registration", parse_registration),
+    "AUTHQL_PASSWORD_RULES": ("password_rules", parse_password_rules),
+    "AUTHQL_PWNED_PASSWORDS_URL": ("pwned_passwords_url", lambda raw: raw.strip().rstrip("/")),
+    "AUTHQL_PWNED_TIMEOUT": ("pwned_timeout", float),
     "AUTHQL_LOG_LEVEL": ("log_level", lambda raw: raw.strip().lower()),
     "AUTHQL_LOG_FORMAT": ("log_format", lambda raw: raw.strip().lower()),
 }

@@ -33,6 +33,15 @@ class User(Model):
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
     deleted_at = fields.DatetimeField(null=True)
+    tenant = fields.ForeignKeyField(
+        "models.Tenant", related_name="users", null=True, on_delete=fields.SET_NULL
+    )
+    # Set when registration needs an admin's approval: sign-in waits for it.
+    pending_approval = fields.BooleanField(
+        default=False, db_default=False, description="Awaiting admin approval"
+    )
+
+    tenant_id: uuid.UUID | None
 
     class Meta:
         table = "users"

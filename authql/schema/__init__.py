@@ -14,14 +14,27 @@ from graphql import GraphQLError
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
+from authql.schema.admin import AdminMutation, AdminQuery
 from authql.schema.errors import render_errors
-from authql.schema.mutation import Mutation
+from authql.schema.lifecycle import LifecycleMutation
+from authql.schema.mutation import AccountMutation
 from authql.schema.protection import prepared_documents
-from authql.schema.query import Query
+from authql.schema.query import AccountQuery
 from authql.schema.subscription import Subscription
+from authql.schema.tenants import TenantMutation, TenantQuery
 from authql.schema.types import ErrorCode
 from authql.schema.view import RecheckSocketPrincipal
 from authql.settings import Settings
+
+
+@strawberry.type
+class Query(AccountQuery, AdminQuery, TenantQuery):
+    """Every query field; each area of the contract lives in its own module."""
+
+
+@strawberry.type
+class Mutation(AccountMutation, LifecycleMutation, AdminMutation, TenantMutation):
+    """Every mutation field; each area of the contract lives in its own module."""
 
 
 class AuthqlSchema(strawberry.Schema):

@@ -6,7 +6,6 @@ import strawberry
 
 from authql.resolvers import (
     accounts,
-    admin,
     email_change,
     mfa,
     oauth,
@@ -33,7 +32,9 @@ OAUTH_CALLBACK_PAGE = "/oauth/callback"
 
 
 @strawberry.type
-class Mutation:
+class AccountMutation:
+    """Sign-in flows and the caller's own account."""
+
     @strawberry.mutation(description="Create a password account and sign it in.")
     async def register(self, info: strawberry.Info, input: RegisterInput) -> AuthPayload:
         return await accounts.register(  # type: ignore[return-value]
@@ -95,10 +96,6 @@ class Mutation:
             requires_two_factor=view.requires_two_factor,
             methods=[TwoFactorMethod(method) for method in view.methods],
         )
-
-    @strawberry.mutation(description="Admins: delete expired and revoked sessions.")
-    async def cleanup_sessions(self, info: strawberry.Info) -> int:
-        return await admin.cleanup_sessions(info.context)
 
     @strawberry.mutation(description="Mail a reset link if the account exists. Always true.")
     async def request_password_reset(

@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import AsyncGenerator
 
 import strawberry
-from strawberry.scalars import JSON
 
 from authql.resolvers import telemetry
-from authql.services.events import AuthEventType as _AuthEventType
-
-AuthEventType = strawberry.enum(_AuthEventType, name="AuthEventType")
-
-
-@strawberry.type(description="Something that happened; detail never holds a secret.")
-class AuthEvent:
-    id: strawberry.ID
-    type: AuthEventType  # type: ignore[valid-type]
-    at: dt.datetime
-    user_id: strawberry.ID | None
-    session_id: strawberry.ID | None
-    ip_address: str | None
-    user_agent: str | None
-    success: bool
-    detail: JSON | None  # type: ignore[valid-type]
+from authql.schema.types import AuthEvent, AuthEventType
 
 
 @strawberry.type

@@ -11,9 +11,11 @@ from strawberry.scalars import JSON
 
 from authql.errors import ErrorCode as _ErrorCode
 from authql.resolvers.outcomes import AuthStatus as _AuthStatus
+from authql.services.events import AuthEventType as _AuthEventType
 
 ErrorCode = strawberry.enum(_ErrorCode, name="ErrorCode", description="Stable error codes.")
 AuthStatus = strawberry.enum(_AuthStatus, name="AuthStatus")
+AuthEventType = strawberry.enum(_AuthEventType, name="AuthEventType")
 
 
 @strawberry.enum
@@ -151,6 +153,7 @@ class RegisterInput:
     first_name: str | None = None
     last_name: str | None = None
     phone: str | None = None
+    tenant: str | None = None
 
 
 @strawberry.input
@@ -177,3 +180,57 @@ class TotpSetup:
     secret: str
     otpauth_url: str
     qr_code_svg: str
+
+
+@strawberry.type(description="Something that happened; detail never holds a secret.")
+class AuthEvent:
+    id: strawberry.ID
+    type: AuthEventType  # type: ignore[valid-type]
+    at: dt.datetime
+    user_id: strawberry.ID | None
+    session_id: strawberry.ID | None
+    ip_address: str | None
+    user_agent: str | None
+    success: bool
+    detail: JSON | None  # type: ignore[valid-type]
+
+
+@strawberry.type
+class AuthEventEdge:
+    cursor: str
+    node: AuthEvent
+
+
+@strawberry.type
+class AuthEventConnection:
+    edges: list[AuthEventEdge]
+    page_info: PageInfo
+
+
+@strawberry.type(description="A change to one of the caller's sessions.")
+class SessionEvent:
+    type: str
+    session: Session
+    at: dt.datetime
+
+
+@strawberry.type(description="Auth activity over a time window.")
+class MetricsSnapshot:
+    at: dt.datetime
+    window_seconds: int
+    logins_succeeded: int
+    logins_failed: int
+    registrations: int
+    active_sessions: int
+    rate_limited: int
+    events_per_type: JSON  # type: ignore[valid-type]
+
+
+@strawberry.type(description="What a sign-in form for a tenant may offer.")
+class TenantPolicy:
+    tenant: str | None
+    login_methods: list[str]
+    registration_open: bool
+    require_email_verification: bool
+    require_two_factor: bool
+    password_min_length: int

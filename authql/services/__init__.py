@@ -12,15 +12,18 @@ from authql.services.delivery import DeliveryQueue
 from authql.services.events import AuthEvent, AuthEventType, EventBus
 from authql.services.lockout import PhantomLockouts
 from authql.services.mail import ConsoleMailer, Mailer, SmtpMailer
+from authql.services.metrics import Metrics
 from authql.services.oauth_clients import OAuthProviders
 from authql.services.onetime import OneTimeTokens
 from authql.services.passwords import PasswordService
 from authql.services.principals import PrincipalCache
+from authql.services.pwned import PwnedPasswords
 from authql.services.ratelimit import MemoryRateLimiter, RateLimiter
 from authql.services.sms import ConsoleSms, SmsSender, WebhookSms
 from authql.services.templates import Templates
 from authql.services.tokens import AccessTokenService
 from authql.services.totp import TotpService
+from authql.services.webhooks import WebhookDispatcher
 from authql.settings import Settings
 
 
@@ -43,6 +46,19 @@ class Services:
     delivery: DeliveryQueue
     totp: TotpService
     oauth: OAuthProviders
+    metrics: Metrics
+    webhooks: WebhookDispatcher
+    pwned: PwnedPasswords
+
+    async def start(self) -> None:
+        """Start background parts (event transport, webhook worker); app lifespan calls it."""
+        await self.events.start()
+        await self.webhooks.start()
+
+    async def stop(self) -> None:
+        """Stop background parts; what is still owed stays in the database."""
+        await self.webhooks.stop()
+        await self.events.stop()
 
     def close(self) -> None:
         self.passwords.close()
@@ -61,6 +77,10 @@ def build_services(
     events = EventBus()
     principals = PrincipalCache(settings.session_cache_seconds)
     events.add_listener(principals.on_event)
+    metrics = Metrics()
+    events.add_listener(metrics.on_event)
+    webhooks = WebhookDispatcher()
+    events.add_persist_hook(webhooks.enqueue)
 
     async def report_failure(kind: str, reason: str) -> None:
         await events.publish(
@@ -102,6 +122,9 @@ def build_services(
         ),
         totp=TotpService(settings.secret_key, settings.product_name),
         oauth=OAuthProviders(settings.oauth_providers),
+        metrics=metrics,
+        webhooks=webhooks,
+        pwned=PwnedPasswords(settings.pwned_passwords_url, settings.pwned_timeout),
     )
 
 

@@ -15,9 +15,11 @@ import datetime as dt
 import enum
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from tortoise.transactions import in_transaction
 
 from authql.models import AuthEventRecord
 
@@ -120,6 +122,9 @@ class AuthEvent:
 
 
 Listener = Callable[[AuthEvent], None]
+#: Runs inside the transaction that persists an event (e.g. writing webhook outbox rows), so
+#: the event and what it owes are committed together or not at all.
+PersistHook = Callable[[AuthEvent], Awaitable[None]]
 
 
 def _refuse_secrets(detail: object) -> None:
@@ -153,26 +158,40 @@ class EventBus:
         self._listeners: list[Listener] = []
         self._subscribers: set[_Subscriber] = set()
         self._queue_size = queue_size
+        self._persist_hooks: list[PersistHook] = []
         self.dropped = 0
 
     def add_listener(self, listener: Listener) -> None:
         """Run ``listener`` synchronously for every event, before publish returns."""
         self._listeners.append(listener)
 
+    def add_persist_hook(self, hook: PersistHook) -> None:
+        """Run ``hook`` in the transaction that stores each event."""
+        self._persist_hooks.append(hook)
+
+    async def start(self) -> None:
+        """Connect to the cross-process transport, if any (called from the app lifespan)."""
+
+    async def stop(self) -> None:
+        """Disconnect from the cross-process transport, if any."""
+
     async def publish(self, event: AuthEvent) -> None:
         """Persist ``event`` in the audit log, then deliver it everywhere."""
         _refuse_secrets(event.detail)
-        await AuthEventRecord.create(
-            id=event.id,
-            type=event.type.value,
-            at=event.at,
-            user_id=event.user_id,
-            session_id=event.session_id,
-            ip_address=event.ip_address,
-            user_agent=event.user_agent,
-            success=event.success,
-            detail=event.detail,
-        )
+        async with in_transaction():
+            await AuthEventRecord.create(
+                id=event.id,
+                type=event.type.value,
+                at=event.at,
+                user_id=event.user_id,
+                session_id=event.session_id,
+                ip_address=event.ip_address,
+                user_agent=event.user_agent,
+                success=event.success,
+                detail=event.detail,
+            )
+            for hook in self._persist_hooks:
+                await hook(event)
         self.deliver(event)
 
     def deliver(self, event: AuthEvent) -> None:
