@@ -26,6 +26,16 @@ DIALECT_MODULES: dict[str, str] = {
 }
 
 
+#: Routers some products mount beside their main one: dialect -> (module, settings field
+#: holding its prefix). node-auth's tools (SSE, telemetry, webhooks) and admin REST API.
+COMPANION_MODULES: dict[str, tuple[tuple[str, str], ...]] = {
+    "node-auth": (
+        ("authql.rest_compat.node_auth_tools", "tools_prefix"),
+        ("authql.rest_compat.node_auth_admin", "admin_prefix"),
+    ),
+}
+
+
 #: Where each product serves its routes natively (used when a dialect is not mounted).
 NATIVE_PREFIXES: dict[str, str] = {
     "node-auth": "/auth",
@@ -70,10 +80,14 @@ def dialect_class(name: str) -> type[Dialect]:
 
 
 def build_dialects(services: Services) -> list[Dialect]:
-    """The configured dialects, each at its prefix."""
-    return [
-        dialect_class(name)(services, prefix) for name, prefix in services.settings.rest_dialects
-    ]
+    """The configured dialects, each at its prefix, plus their companion routers."""
+    dialects: list[Dialect] = []
+    for name, prefix in services.settings.rest_dialects:
+        dialects.append(dialect_class(name)(services, prefix))
+        for module_name, prefix_field in COMPANION_MODULES.get(name, ()):
+            module = importlib.import_module(module_name)
+            dialects.append(module.DIALECT(services, getattr(services.settings, prefix_field)))
+    return dialects
 
 
 def openapi_documents(services: Services, name: str | None = None) -> dict[str, object]:
