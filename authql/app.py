@@ -18,13 +18,16 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from authql.context import build_context
 from authql.db import tortoise_config
+from authql.errors import Unauthorized
 from authql.jobs import Jobs, start_jobs
-from authql.middleware import BodyLimitMiddleware
+from authql.middleware import BodyLimitMiddleware, RequestMetricsMiddleware, request_surfaces
 from authql.resolvers import meta
+from authql.resolvers.metrics import prometheus_exposition
 from authql.rest_compat import dialect_routes, oauth_start_urls
 from authql.schema import build_schema
 from authql.schema.view import AuthqlGraphQL
 from authql.services import Services, build_services
+from authql.services.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from authql.settings import Settings, from_env
 
 logger = logging.getLogger("authql")
@@ -50,7 +53,8 @@ def create_app(
         graphql_ide=None if settings.production else "graphiql",
         allowed_origins=settings.cors_origins,
         connection_init_wait_timeout=dt.timedelta(seconds=10),
-        max_subscriptions_per_connection=20,
+        max_subscriptions_per_connection=settings.ws_max_subscriptions_per_connection,
+        max_subscriptions_per_user=settings.ws_max_subscriptions_per_user,
         keep_alive=True,
         keep_alive_interval=15,
     )
@@ -78,6 +82,18 @@ def create_app(
         *dialect_routes(services),
     ]
 
+    async def prometheus(request: Request) -> Response:
+        try:
+            body = await prometheus_exposition(
+                services, authorization=request.headers.get("authorization")
+            )
+        except Unauthorized:
+            return Response(status_code=401, headers={"www-authenticate": "Bearer"})
+        return Response(body, headers={"content-type": METRICS_CONTENT_TYPE})
+
+    if settings.metrics_token:  # off (404) unless a scrape token is configured
+        routes.append(Route("/metrics", prometheus, methods=["GET"]))
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if manage_database:
@@ -95,7 +111,15 @@ def create_app(
             await _shutdown(services, jobs)
         services.close()
 
-    middleware = [Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)]
+    services.metrics.bind(limiter=services.limiter, events=services.events)
+    middleware = [
+        Middleware(
+            RequestMetricsMiddleware,
+            metrics=services.metrics,
+            surfaces=request_surfaces(settings),
+        ),
+        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+    ]
     if settings.cors_origins:
         middleware.append(
             Middleware(

@@ -1,4 +1,4 @@
-"""The command line: serve | migrate | create-admin | schema | openapi."""
+"""The command line: serve | migrate | create-admin | schema | openapi | cleanup."""
 
 from __future__ import annotations
 
@@ -51,6 +51,25 @@ async def _create_admin(settings: Settings, email: str, password: str) -> str:
         await Tortoise.close_connections()
 
 
+async def _cleanup(settings: Settings) -> dict[str, int]:
+    """One cleanup pass against the configured database: counts per kind."""
+    from tortoise import Tortoise
+
+    from authql.db import tortoise_config
+    from authql.resolvers.cleanup import run_cleanup
+    from authql.services.clock import SystemClock
+
+    await _migrate(settings)
+    await Tortoise.init(config=tortoise_config(settings.database_url))
+    try:
+        report = await run_cleanup(
+            now=SystemClock().now(), retention_days=settings.deleted_retention_days
+        )
+    finally:
+        await Tortoise.close_connections()
+    return {**report.counts(), "total": report.total}
+
+
 def _openapi(settings: Settings, dialect: str | None) -> object:
     """The documents need no database and no persisted secrets: throwaway keys suffice."""
     from dataclasses import replace
@@ -101,6 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("schema", help="print the GraphQL SDL")
     openapi = commands.add_parser("openapi", help="print the REST dialects' OpenAPI documents")
     openapi.add_argument("--dialect", help="one dialect (default: every mounted one)")
+    commands.add_parser(
+        "cleanup", help="delete expired sessions, tokens and challenges; purge deleted accounts"
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -123,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             except AuthError as exc:
                 print(f"error: {exc.message} {exc.fields or ''}".strip(), file=sys.stderr)
                 return 2
+        elif args.command == "cleanup":
+            for kind, count in asyncio.run(_cleanup(settings)).items():
+                print(f"{kind}: {count}")
         elif args.command == "serve":
             _serve(settings, args.host, args.port, args.workers)
     except ConfigError as exc:

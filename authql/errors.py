@@ -156,3 +156,32 @@ class RateLimited(AuthError):
 class ProviderError(AuthError):
     code = ErrorCode.PROVIDER_ERROR
     default_message = "An external provider failed."
+
+
+class ApiKeyRejected(Unauthorized):
+    """An API key refused by the tools/admin routers. ``reason`` is node-auth's code
+    (``API_KEY_MISSING|INVALID|REVOKED|EXPIRED`` -> UNAUTHORIZED, ``API_KEY_IP_BLOCKED|
+    INSUFFICIENT_SCOPE`` -> FORBIDDEN: the key is genuine but not usable here)."""
+
+    FORBIDDEN_REASONS = frozenset({"API_KEY_IP_BLOCKED", "API_KEY_INSUFFICIENT_SCOPE"})
+    MESSAGES = {
+        "API_KEY_MISSING": "API key is required.",
+        "API_KEY_INVALID": "Invalid API key.",
+        "API_KEY_REVOKED": "API key has been revoked.",
+        "API_KEY_EXPIRED": "API key has expired.",
+        "API_KEY_IP_BLOCKED": "IP address not allowed for this API key.",
+        "API_KEY_INSUFFICIENT_SCOPE": "API key lacks the required scope.",
+    }
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(self.MESSAGES.get(reason, "Invalid API key."))
+        self.reason = reason
+        if reason in self.FORBIDDEN_REASONS:
+            self.code = ErrorCode.FORBIDDEN
+
+
+class AccountSoftDeleted(Conflict):
+    """The email belongs to an account its owner deleted that can still be restored: the
+    address stays reserved for the retention window. GraphQL answers it like any taken
+    email (CONFLICT, same message); products that document the case (AuthCore's
+    ``USER_SOFT_DELETED``) render it as such."""

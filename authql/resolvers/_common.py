@@ -7,6 +7,7 @@ from typing import Any
 
 from authql.context import RequestContext
 from authql.errors import RateLimited, ValidationFailed
+from authql.resolvers.policy import PasswordRules, server_password_rules
 from authql.services.events import AuthEvent, AuthEventType
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
@@ -49,15 +50,46 @@ def check_phone(raw: str) -> str:
     return phone
 
 
-def check_password(ctx: RequestContext, password: str, *, field: str = "password") -> str:
-    """The password if it meets the length policy, else VALIDATION_ERROR."""
-    settings = ctx.services.settings
-    if len(password) < settings.password_min_length or not password.strip():
-        message = f"Must be at least {settings.password_min_length} characters."
-        raise ValidationFailed("Password too short.", fields={field: message})
-    if len(password) > settings.password_max_length:
-        message = f"Must be at most {settings.password_max_length} characters."
-        raise ValidationFailed("Password too long.", fields={field: message})
+def check_password(
+    ctx: RequestContext,
+    password: str,
+    *,
+    field: str = "password",
+    rules: PasswordRules | None = None,
+) -> str:
+    """The password if it meets ``rules`` (default: the server-wide ones: length and
+    required character classes), else VALIDATION_ERROR naming the rule in ``fields``."""
+    rules = rules or server_password_rules(ctx.services.settings)
+    problem = rules.problem(password)
+    if problem is not None:
+        summary, message = problem
+        raise ValidationFailed(summary, fields={field: message})
+    return password
+
+
+BREACHED = "This password has appeared in a data breach"
+
+
+async def check_not_breached(
+    ctx: RequestContext, password: str, *, field: str = "password"
+) -> None:
+    """VALIDATION_ERROR when the breached-password API knows ``password``. Skipped (with a
+    logged warning, by the service) when the API is not configured or unreachable."""
+    if await ctx.services.pwned.is_breached(password):
+        raise ValidationFailed(BREACHED, fields={field: f"{BREACHED}; choose another."})
+
+
+async def check_new_password(
+    ctx: RequestContext,
+    password: str,
+    *,
+    field: str = "password",
+    rules: PasswordRules | None = None,
+) -> str:
+    """``check_password`` and then the breached-password check: what every password that
+    is about to be set goes through."""
+    check_password(ctx, password, field=field, rules=rules)
+    await check_not_breached(ctx, password, field=field)
     return password
 
 

@@ -11,9 +11,10 @@ from tortoise.transactions import in_transaction
 from authql.context import RequestContext
 from authql.errors import Conflict, ValidationFailed
 from authql.models import User, UserRole
-from authql.resolvers import verification
+from authql.resolvers import policy, verification
 from authql.resolvers._common import (
     check_email,
+    check_not_breached,
     check_password,
     check_phone,
     check_text,
@@ -21,6 +22,7 @@ from authql.resolvers._common import (
     emit,
     spend,
 )
+from authql.resolvers.lifecycle import reclaim_email
 from authql.resolvers.outcomes import AuthOutcome, AuthStatus
 from authql.resolvers.sessions import start_session
 from authql.services.events import AuthEventType
@@ -41,6 +43,8 @@ async def register(
     sign_in: bool = True,
     remember: bool = False,
     verification_link_base: str | None = None,
+    tenant: str | None = None,
+    tenant_domain: str | None = None,
 ) -> AuthOutcome:
     """Create a password account and (unless ``sign_in`` is false) sign it in.
 
@@ -50,13 +54,29 @@ async def register(
     has its own page) and the outcome is EMAIL_NOT_VERIFIED with no tokens. Surfaces whose
     product does not sign in on registration pass ``sign_in=False``: the outcome then
     carries the user and no session.
+
+    The sign-up policy (``authql.resolvers.policy.admit``): the tenant comes from
+    ``tenant`` (a slug), ``tenant_domain`` and the email's domain (VALIDATION_ERROR on
+    ``tenant`` / ``tenantDomain`` / ``email`` when they disagree or name nothing); FORBIDDEN
+    when that policy takes no sign-ups or allows no passwords (then ``password`` may be
+    omitted: the account has none, and no session is started). The password must meet the
+    policy's length and character rules and not be a known breached one. Where sign-ups
+    need approval the account is created pending, with no session: APPROVAL_PENDING.
     """
     await spend(ctx, "register_ip", ctx.ip_address)
-    problems: dict[str, str] = {}
+    admission = await policy.admit(
+        ctx, email=email, slug=tenant, domain=tenant_domain, with_password=bool(password)
+    )
+    rules = admission.policy.password
+    passwordless = not password and admission.policy.passwordless_sign_up
+    problems: dict[str, str] = dict(admission.problems)
     values: dict[str, object] = {}
     for field, check in (
         ("email", lambda: check_email(email)),
-        ("password", lambda: check_password(ctx, password or "")),
+        (
+            "password",
+            lambda: None if passwordless else check_password(ctx, password or "", rules=rules),
+        ),
         ("username", lambda: username is not None and check_username(username)),
         ("phone", lambda: phone is not None and check_phone(phone)),
         ("name", lambda: check_text(name, field="name", max_length=200)),
@@ -69,8 +89,12 @@ async def register(
             problems.update(exc.fields)
     if problems:
         raise ValidationFailed("Invalid registration.", fields=problems)
+    if values["password"]:
+        await check_not_breached(ctx, str(values["password"]))
     # Hash before looking for conflicts so both answers cost the same argon2 work.
-    password_hash = await ctx.services.passwords.hash(str(values["password"]))
+    password_hash = (
+        await ctx.services.passwords.hash(str(values["password"])) if values["password"] else None
+    )
     username_pair = values["username"] or None
     user = User(
         id=uuid.uuid4(),
@@ -82,18 +106,37 @@ async def register(
         first_name=values["firstName"],
         last_name=values["lastName"],
         password_hash=password_hash,
+        tenant_id=admission.tenant.id if admission.tenant else None,
+        pending_approval=admission.policy.approval_required,
     )
-    await _ensure_unique(user)
+    try:
+        await _ensure_unique(user)
+    except Conflict as taken:
+        # A deleted account keeps its address while it can be restored (AccountSoftDeleted);
+        # one past its restore window is purged here and the address is free again.
+        if "email" not in taken.fields or not await reclaim_email(ctx, user.email, taken):
+            raise
+        await _ensure_unique(user)
     try:
         await user.save()
     except IntegrityError:
         raise Conflict("Email or username already in use.") from None
-    await emit(ctx, AuthEventType.REGISTERED, user_id=str(user.id), method="password")
-    if ctx.services.settings.require_email_verification:
+    await emit(
+        ctx,
+        AuthEventType.REGISTERED,
+        user_id=str(user.id),
+        method="password" if password_hash else "passwordless",
+        tenant=admission.policy.tenant,
+        pending_approval=user.pending_approval,
+    )
+    if admission.policy.require_email_verification:
         # The account cannot sign in until verified, so the link goes out at once.
         await verification.send_link(ctx, user, link_base=verification_link_base)
+    if user.pending_approval:
+        return AuthOutcome(status=AuthStatus.APPROVAL_PENDING, user=await UserView.load(user))
+    if admission.policy.require_email_verification:
         return AuthOutcome(status=AuthStatus.EMAIL_NOT_VERIFIED, user=await UserView.load(user))
-    if not sign_in:
+    if not sign_in or password_hash is None:
         return AuthOutcome(status=AuthStatus.OK, user=await UserView.load(user))
     return await start_session(ctx, user, method="password", remember=remember)
 

@@ -1,20 +1,28 @@
-"""Metrics snapshots for admins: what happened in a recent window, read from the audit log.
+"""Metrics for admins and for Prometheus.
 
-The audit log is the source (not per-process counters), so every process answers the same
-numbers for the same window.
+The GraphQL snapshot (query and subscription) reads a recent window of the audit log, not
+per-process counters, so every process answers the same numbers for the same window. The
+Prometheus exposition is the per-process registry (``services.metrics``), guarded by its own
+bearer token because scrapers are machines, not accounts.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
+import logging
 from dataclasses import dataclass
 
 from tortoise.functions import Count
 
-from authql.context import RequestContext
-from authql.errors import ValidationFailed
+from authql.context import RequestContext, bearer_token
+from authql.errors import NotFound, Unauthorized, ValidationFailed
 from authql.models import AuthEventRecord, Session
+from authql.services import Services
 from authql.services.events import AuthEventType
+
+logger = logging.getLogger("authql.metrics")
 
 MAX_WINDOW_SECONDS = 7 * 86_400
 
@@ -53,7 +61,7 @@ async def read_snapshot(ctx: RequestContext, window_seconds: int) -> MetricsSnap
         .values("type", "count")
     )
     per_type = {row["type"]: int(row["count"]) for row in rows}
-    active = await Session.filter(revoked_at__isnull=True, expires_at__gt=now).count()
+    active = await _active_sessions(now)
     return MetricsSnapshotView(
         at=now,
         window_seconds=window_seconds,
@@ -64,3 +72,35 @@ async def read_snapshot(ctx: RequestContext, window_seconds: int) -> MetricsSnap
         rate_limited=per_type.get(AuthEventType.RATE_LIMITED.value, 0),
         events_per_type=per_type,
     )
+
+
+async def _active_sessions(now: dt.datetime) -> int:
+    return await Session.filter(revoked_at__isnull=True, expires_at__gt=now).count()
+
+
+def _same_secret(presented: str, expected: str) -> bool:
+    """Constant-time comparison that does not even leak the expected length."""
+    return hmac.compare_digest(
+        hashlib.sha256(presented.encode()).digest(), hashlib.sha256(expected.encode()).digest()
+    )
+
+
+async def prometheus_exposition(services: Services, *, authorization: str | None) -> bytes:
+    """The Prometheus text for a scraper presenting ``Bearer <metrics_token>``.
+
+    NOT_FOUND when no token is configured (the endpoint does not exist), UNAUTHORIZED for
+    a missing or wrong token. The active-session gauge is counted from the database here,
+    once per scrape; if the database is down the rest is still served.
+    """
+    expected = services.settings.metrics_token
+    if not expected:
+        raise NotFound()
+    presented = bearer_token(authorization)
+    if presented is None or not _same_secret(presented, expected):
+        raise Unauthorized()
+    try:
+        active: int | None = await _active_sessions(services.clock.now())
+    except Exception:
+        logger.warning("could not count active sessions for /metrics", exc_info=True)
+        active = None
+    return services.metrics.render(active_sessions=active)

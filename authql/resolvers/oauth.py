@@ -10,6 +10,8 @@ Security rules (RFC 9700, OpenID Connect Core; SECURITY.md A9, A10):
 - Redirect targets are exact entries of AUTHQL_ALLOWED_REDIRECTS (or a surface's own
   callback route); never an open redirect.
 - A known identity signs in through ``start_session``, so 2FA holds here too.
+- A new account follows the sign-up policy its email selects (``policy.admit``: tenant,
+  registration closed or approval, whether this provider is an allowed way in).
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ from authql.errors import (
     ValidationFailed,
 )
 from authql.models import Identity, OAuthState, PendingIdentity, User
-from authql.resolvers import _notify
-from authql.resolvers._common import check_email, check_password, check_text, emit, spend
+from authql.resolvers import _notify, policy
+from authql.resolvers._common import check_email, check_new_password, check_text, emit, spend
 from authql.resolvers.outcomes import AuthOutcome, AuthStatus
 from authql.resolvers.sessions import start_session
 from authql.services.events import AuthEventType
@@ -250,6 +252,7 @@ async def _register(ctx: RequestContext, provider: str, external: ExternalIdenti
             email=email,
             pending_token=pending,
         )
+    admission = await _admit(ctx, provider, email, password=None)
     try:
         async with in_transaction():
             user = await User.create(
@@ -258,6 +261,8 @@ async def _register(ctx: RequestContext, provider: str, external: ExternalIdenti
                 email_verified=external.email_verified,
                 name=external.name,
                 password_hash=None,
+                tenant_id=admission.tenant.id if admission.tenant else None,
+                pending_approval=admission.policy.approval_required,
             )
             await Identity.create(
                 id=uuid.uuid4(),
@@ -273,6 +278,17 @@ async def _register(ctx: RequestContext, provider: str, external: ExternalIdenti
     await emit(ctx, AuthEventType.REGISTERED, user_id=str(user.id), method=f"oauth:{provider}")
     await emit(ctx, AuthEventType.OAUTH_LOGIN, user_id=str(user.id), provider=provider)
     return user
+
+
+async def _admit(
+    ctx: RequestContext, provider: str, email: str, *, password: str | None
+) -> policy.Admission:
+    """The sign-up policy for a new account from ``provider`` (its email's tenant):
+    FORBIDDEN when it takes no sign-ups or does not allow this provider."""
+    admission = await policy.admit(ctx, email=email, with_password=bool(password))
+    if not admission.policy.allows(f"oauth:{provider}"):
+        raise policy.MethodNotAllowed()
+    return admission
 
 
 async def _link(
@@ -369,9 +385,10 @@ async def register_external(
     chosen = check_email(email) if email else record.email
     if not chosen:
         raise ValidationFailed("An email address is required.", fields={"email": "Required."})
+    admission = await _admit(ctx, record.provider, chosen, password=password)
     password_hash = None
     if password:
-        check_password(ctx, password)
+        await check_new_password(ctx, password, rules=admission.policy.password)
         password_hash = await ctx.services.passwords.hash(password)
     if await User.exists(email=chosen):
         raise Conflict("Email already in use.", fields={"email": "Already in use."})
@@ -387,6 +404,8 @@ async def register_external(
                 first_name=check_text(first_name, field="firstName", max_length=100),
                 last_name=check_text(last_name, field="lastName", max_length=100),
                 password_hash=password_hash,
+                tenant_id=admission.tenant.id if admission.tenant else None,
+                pending_approval=admission.policy.approval_required,
             )
             await Identity.create(
                 id=uuid.uuid4(),

@@ -9,13 +9,15 @@ from authql.views import SessionView, UserView
 
 
 class AuthStatus(enum.Enum):
-    """The contract's AuthStatus (plus TWO_FACTOR_SETUP_REQUIRED)."""
+    """The contract's AuthStatus (plus TWO_FACTOR_SETUP_REQUIRED and APPROVAL_PENDING)."""
 
     OK = "OK"
     TWO_FACTOR_REQUIRED = "TWO_FACTOR_REQUIRED"
     EMAIL_NOT_VERIFIED = "EMAIL_NOT_VERIFIED"
     #: Policy requires 2FA and the account has none: the challenge allows only TOTP setup.
     TWO_FACTOR_SETUP_REQUIRED = "TWO_FACTOR_SETUP_REQUIRED"
+    #: The account was created but registration needs an admin's approval: no session.
+    APPROVAL_PENDING = "APPROVAL_PENDING"
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from authql.context import RequestContext
 from authql.errors import InvalidCredentials, ValidationFailed
 from authql.models import User
-from authql.resolvers._common import check_password, emit, spend
+from authql.resolvers._common import check_not_breached, check_password, emit, spend
+from authql.resolvers.policy import policy_for_user
 from authql.resolvers.sessions import revoke_sessions
 from authql.services.events import AuthEventType
 
@@ -15,13 +16,15 @@ async def change_password(ctx: RequestContext, *, current_password: str, new_pas
 
     Every other session is revoked at once; the current one stays signed in. Raises
     INVALID_CREDENTIALS for a wrong current password, VALIDATION_ERROR for a weak or
-    unchanged new one, RATE_LIMITED per account.
+    unchanged new one (the account's password policy, then the breached-password check),
+    RATE_LIMITED per account.
     """
     principal = ctx.require_principal()
     services = ctx.services
     await spend(ctx, "change_password", principal.user.id)
-    check_password(ctx, new_password, field="newPassword")
     user = await User.get(id=principal.user.id)
+    rules = (await policy_for_user(ctx, user)).password
+    check_password(ctx, new_password, field="newPassword", rules=rules)
     acceptable = len(current_password) <= services.settings.password_max_length
     verification = await services.passwords.verify(
         user.password_hash if acceptable else None, current_password if acceptable else ""
@@ -40,6 +43,7 @@ async def change_password(ctx: RequestContext, *, current_password: str, new_pas
         raise ValidationFailed(
             "New password must differ.", fields={"newPassword": "Must differ from the current one."}
         )
+    await check_not_breached(ctx, new_password, field="newPassword")
     password_hash = await services.passwords.hash(new_password)
     await User.filter(id=user.id).update(password_hash=password_hash, failed_logins=0)
     revoked = await revoke_sessions(ctx, principal.user.id, keep=principal.session.id)

@@ -8,8 +8,15 @@ from authql.context import RequestContext
 from authql.errors import InvalidToken
 from authql.models import Session, User
 from authql.resolvers import _notify
-from authql.resolvers._common import check_password, emit, normalize_email, spend
+from authql.resolvers._common import (
+    check_not_breached,
+    check_password,
+    emit,
+    normalize_email,
+    spend,
+)
 from authql.resolvers.outcomes import AuthOutcome, AuthStatus
+from authql.resolvers.policy import policy_for_user
 from authql.resolvers.sessions import find_account, start_session
 from authql.services.events import AuthEventType
 from authql.views import UserView
@@ -63,13 +70,23 @@ async def reset_password(
 ) -> AuthOutcome:
     """Set a new password from a reset link; every session of the account ends.
 
-    The password is checked before the token is spent, so a weak choice does not burn the
-    link. Clears any lockout and marks the address verified (the owner proved control of
-    the mailbox). With ``sign_in`` a sign-in follows (a session, or the 2FA challenge).
+    The password is checked (the account's policy, the breached-password check) before the
+    token is spent for good, so a weak choice does not burn the link. Clears any lockout
+    and marks the address verified (the owner proved control of the mailbox). With
+    ``sign_in`` a sign-in follows (a session, or the 2FA challenge).
     Raises VALIDATION_ERROR, INVALID_TOKEN, RATE_LIMITED."""
     await spend(ctx, "verify_ip", ctx.ip_address)
-    check_password(ctx, password)
-    record = await ctx.services.one_time.consume_link(token, PURPOSE)
+    # The breached check needs no account and calls out over the network: before the link
+    # is spent and outside any transaction.
+    await check_not_breached(ctx, password)
+    async with in_transaction():
+        # The rules are the account's (its tenant's), known only once the link names it:
+        # failing them inside the transaction that spends the link un-spends it.
+        record = await ctx.services.one_time.consume_link(token, PURPOSE)
+        owner = await User.get_or_none(id=record.user_id, deleted_at=None)
+        if owner is None:
+            raise InvalidToken()
+        check_password(ctx, password, rules=(await policy_for_user(ctx, owner)).password)
     password_hash = await ctx.services.passwords.hash(password)
     now = ctx.services.clock.now()
     async with in_transaction():

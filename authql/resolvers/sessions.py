@@ -22,6 +22,7 @@ from authql.models import RefreshToken, Session, User
 from authql.resolvers._common import emit, normalize_email, spend
 from authql.resolvers.challenges import issue_challenge
 from authql.resolvers.outcomes import AuthOutcome, AuthStatus
+from authql.resolvers.policy import ApprovalPending, MethodNotAllowed, policy_for_user
 from authql.services.events import AuthEventType
 from authql.services.tokens import digest, new_opaque_token
 from authql.views import SessionView, UserView
@@ -50,16 +51,34 @@ async def start_session(
     account with 2FA on gets a challenge (status TWO_FACTOR_REQUIRED) instead of a session
     until ``verify_two_factor`` completes it. When the surface carries sessions in a cookie
     (``ctx.session_transport``), an opaque session token is issued too (digest stored).
+
+    The account's sign-in policy (``authql.resolvers.policy``) holds here too, for every
+    surface: FORBIDDEN while the account awaits an admin's approval (ApprovalPending) or
+    when its tenant does not allow ``method`` (MethodNotAllowed); EMAIL_NOT_VERIFIED and
+    the 2FA setup challenge when the policy requires them.
     """
-    settings = ctx.services.settings
-    if settings.require_email_verification and not user.email_verified:
+    policy = await policy_for_user(ctx, user)
+    if user.pending_approval or not policy.allows_session(method):
+        # Whatever the first factor, an account awaiting approval, or a way in its policy
+        # does not allow, gets no session (and no second-factor challenge).
+        pending = user.pending_approval
+        await emit(
+            ctx,
+            AuthEventType.LOGIN_FAILED,
+            user_id=str(user.id),
+            success=False,
+            reason="approval_pending" if pending else "method_not_allowed",
+            method=method,
+        )
+        raise ApprovalPending() if pending else MethodNotAllowed()
+    if policy.require_email_verification and not user.email_verified:
         # Whatever the first factor (password, SMS code, reset link), an unverified address
         # gets no session while the policy asks for verification.
         return AuthOutcome(status=AuthStatus.EMAIL_NOT_VERIFIED, user=await UserView.load(user))
     if not second_factor_done:
         if user.two_factor_enabled:
             return await issue_challenge(ctx, user, method=method, remember=remember)
-        if settings.require_two_factor:
+        if policy.require_two_factor:
             return await issue_challenge(ctx, user, method=method, remember=remember, setup=True)
     services = ctx.services
     now = services.clock.now()

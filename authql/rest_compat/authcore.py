@@ -15,7 +15,7 @@ the NextAuth routes answer in NextAuth's own shapes (``{csrfToken}``, ``{url}``,
 object). Rate limits [doc]: authRoute routes (register, check-2fa, signin/callback
 credentials, magic-link, verify-email, resend-verification, forgot-password,
 reset-password) spend ``authcore_auth`` (5 / 15 min / ip); publicRoute read-only routes
-(csrf, providers, session) spend ``authcore_public`` (20 / min / ip); 429 carries
+(policy, csrf, providers, session) spend ``authcore_public`` (20 / min / ip); 429 carries
 Retry-After and RateLimit-* headers. ``GET /verify`` (the emailed link) spends only
 authql's own ``verify_ip`` budget.
 
@@ -96,10 +96,29 @@ Deliberate deviations (security):
   FORBIDDEN, EMAIL_NOT_VERIFIED, TWO_FACTOR_REQUIRED 403; NOT_FOUND 404; CONFLICT 409;
   ACCOUNT_LOCKED 423; RATE_LIMITED 429; PROVIDER_ERROR and INTERNAL 500. ``error.fields``
   ({field: message}) is added when an error names fields (password policy, taken email).
-- Register answers 201 ``{user, steps}``; ``steps`` is ``["verify_email"]`` while the email
-  must be verified, else ``[]``. The user object: id, email, name, firstName, lastName,
-  username, image (null), emailVerified (a boolean; NextAuth's Prisma adapter stores a
-  date), twoFactorEnabled, roles, createdAt.
+- Register takes ``{email, password, name?, firstName?, lastName?, username?,
+  tenantDomain?, tenantSlug?}`` and answers 201 ``{user, steps}``. ``steps`` lists what the
+  new account must still do, in the order the user meets them, from the sign-up policy
+  (``authql.resolvers.policy``): ``verify_email`` (the policy requires a verified
+  address), ``await_approval`` (registration needs an admin's approval; sign-in is 403
+  FORBIDDEN until then), ``setup_2fa`` (the policy requires 2FA: the first sign-in
+  answers TwoFactorSetupRequired); ``[]`` when none. A closed registration, or a password
+  where the tenant allows no passwords, is 403 FORBIDDEN; password rules and a breached
+  password are 400 VALIDATION_ERROR with ``fields.password``; a tenant that does not
+  match the address (``tenantDomain`` / ``tenantSlug`` / ``email``) 400 too. The user
+  object: id, email, name, firstName, lastName, username, image (null), emailVerified (a
+  boolean; NextAuth's Prisma adapter stores a date), twoFactorEnabled, roles, createdAt.
+- ``GET /policy?tenantDomain=<domain or email>`` (or ``?tenantSlug=``; public, spends
+  ``authcore_public``) answers ``{success:true, data}`` with ``buildAuthFlowPolicy``'s
+  parts: ``tenant`` (``{slug, name}``, null for the server-wide policy, which unknown
+  domains and slugs also get), ``login`` (``methods``: the allowed ways in this server
+  serves, ``password`` | ``magic-link`` | ``sms`` | ``oauth:<provider>``; and the
+  booleans ``password``, ``magicLink``, ``sms`` plus ``oauth``: provider names),
+  ``registration`` (``mode`` open | closed | approval, ``open``, ``requiresApproval``,
+  ``passwordless``: whether sign-up may omit the password), ``mfa`` (``required``,
+  ``methods`` sign-in takes: ``totp``, ``backup_code``), ``emailVerification``
+  (``required``), ``password`` (``minLength``, ``maxLength``, ``rules``: required
+  character classes, ``breachCheck``: whether breached passwords are refused).
 - check-2fa methods are the factors sign-in takes, authql's names lower-cased (``totp``,
   ``backup_code``). Texted or mailed codes cannot serve here: authql binds them to one
   challenge, and each sign-in request opens a new one.
@@ -157,6 +176,7 @@ from starlette.responses import RedirectResponse, Response
 
 from authql.context import RequestContext, authenticate, authenticate_session_token, bearer_token
 from authql.errors import (
+    AccountSoftDeleted,
     AuthError,
     ErrorCode,
     Forbidden,
@@ -170,6 +190,7 @@ from authql.resolvers import (
     meta,
     mfa,
     passwordless,
+    policy,
     recovery,
     sessions,
     verification,
@@ -184,6 +205,7 @@ from authql.rest_compat._base import (
     json_response,
     set_cookie,
 )
+from authql.rest_compat.authcore_lifecycle import AuthCoreLifecycleRoutes
 from authql.rest_compat.authcore_oauth import AuthCoreOAuthRoutes
 from authql.settings import Settings
 from authql.views import UserView
@@ -237,12 +259,37 @@ def setup_cookie_name(settings: Settings) -> str:
     return f"__Secure-{SETUP_COOKIE}" if settings.secure_cookies else SETUP_COOKIE
 
 
-def next_steps(user: UserView, settings: Settings) -> list[str]:
-    """What a new account must still do, in order, before it can use the app."""
-    steps: list[str] = []
-    if settings.require_email_verification and not user.email_verified:
-        steps.append("verify_email")
-    return steps
+def flow_policy_json(view: policy.PublicPolicy) -> dict[str, Any]:
+    """``buildAuthFlowPolicy``'s answer, as authql infers it (see the module docstring)."""
+    methods = view.login_methods
+    tenant = {"slug": view.tenant, "name": view.tenant_name} if view.tenant else None
+    return {
+        "tenant": tenant,
+        "login": {
+            "methods": methods,
+            "password": "password" in methods,
+            "magicLink": "magic-link" in methods,
+            "sms": "sms" in methods,
+            "oauth": [method[len("oauth:") :] for method in methods if method.startswith("oauth:")],
+        },
+        "registration": {
+            "mode": view.registration,
+            "open": view.registration_open,
+            "requiresApproval": view.approval_required,
+            "passwordless": view.passwordless_sign_up,
+        },
+        "mfa": {
+            "required": view.require_two_factor,
+            "methods": [factor.lower() for factor in _SIGN_IN_FACTORS],
+        },
+        "emailVerification": {"required": view.require_email_verification},
+        "password": {
+            "minLength": view.password_min_length,
+            "maxLength": view.password_max_length,
+            "rules": view.password_rules,
+            "breachCheck": view.breach_check,
+        },
+    }
 
 
 def user_json(user: UserView) -> dict[str, Any]:
@@ -292,14 +339,23 @@ class AuthCoreTransport(SessionCookieTransport):
             await authenticate(context, access_token)
 
 
-class AuthCoreDialect(AuthCoreOAuthRoutes):
+class AuthCoreDialect(AuthCoreOAuthRoutes, AuthCoreLifecycleRoutes):
     name = "authcore"
     title = "AuthCore"
     transport = AuthCoreTransport()
 
     def endpoints(self) -> list[Endpoint]:
         auth, public = "authcore_auth", "authcore_public"
-        profile = ("email", "password", "name", "firstName", "lastName", "username")
+        profile = (
+            "email",
+            "password",
+            "name",
+            "firstName",
+            "lastName",
+            "username",
+            "tenantDomain",
+            "tenantSlug",
+        )
         credentials = dict.fromkeys(("email", "password", "csrfToken", "callbackUrl"), "string")
         sign_in = [
             Endpoint(
@@ -332,6 +388,14 @@ class AuthCoreDialect(AuthCoreOAuthRoutes):
                 body={"email": "string", "password": "string"},
                 required=("email",),
                 rate_limit=auth,
+            ),
+            Endpoint(
+                "GET",
+                "/policy",
+                self.flow_policy,
+                "The sign-in policy for a tenant: login options, MFA, approval rules",
+                query={"tenantDomain": "string", "tenantSlug": "string"},
+                rate_limit=public,
             ),
             Endpoint("GET", "/csrf", self.csrf, "NextAuth CSRF token", rate_limit=public),
             Endpoint("GET", "/providers", self.providers, "NextAuth providers", rate_limit=public),
@@ -406,6 +470,7 @@ class AuthCoreDialect(AuthCoreOAuthRoutes):
                 rate_limit=auth,
             ),
             *self._two_factor_endpoints(),
+            *self.lifecycle_endpoints(),
         ]
 
     def _two_factor_endpoints(self) -> list[Endpoint]:
@@ -458,6 +523,9 @@ class AuthCoreDialect(AuthCoreOAuthRoutes):
 
     def render_error(self, error: AuthError) -> tuple[int, dict[str, Any]]:
         body: dict[str, Any] = {"message": error.message, "code": error.code.value}
+        if isinstance(error, AccountSoftDeleted):  # 409, as AuthCore documents
+            body["message"] = "This account was deleted and can still be restored."
+            body["code"] = "USER_SOFT_DELETED"
         if error.code is ErrorCode.INTERNAL:
             body["message"] = "Internal server error"
         elif error.fields:
@@ -481,10 +549,21 @@ class AuthCoreDialect(AuthCoreOAuthRoutes):
             last_name=await request.string("lastName", required=False),
             username=await request.string("username", required=False),
             sign_in=False,
+            tenant=await request.string("tenantSlug", required=False),
+            tenant_domain=await request.string("tenantDomain", required=False),
         )
         assert outcome.user is not None
-        data = {"user": user_json(outcome.user), "steps": next_steps(outcome.user, self.settings)}
+        steps = await policy.next_steps(request.context, user_id=outcome.user.id)
+        data = {"user": user_json(outcome.user), "steps": steps}
         return json_response({"success": True, "data": data}, 201)
+
+    async def flow_policy(self, request: DialectRequest) -> Response:
+        view = await policy.tenant_policy(
+            request.context,
+            domain=request.query("tenantDomain"),
+            slug=request.query("tenantSlug"),
+        )
+        return json_response({"success": True, "data": flow_policy_json(view)})
 
     async def check_two_factor(self, request: DialectRequest) -> Response:
         view = await mfa.check_two_factor(

@@ -31,7 +31,13 @@ their own deviations and [inferred] choices): POST /2fa/setup, POST /2fa/verify-
 POST /2fa/verify, POST /2fa/disable; and, in ``node_auth_oauth`` (with its own deviations
 and [inferred] choices): GET /oauth/{provider}, GET /oauth/{provider}/callback,
 GET /linked-accounts, DELETE /linked-accounts/{provider}/{providerAccountId},
-POST /link-request, POST /link-verify. Not served (404): DELETE /account.
+POST /link-request, POST /link-verify. DELETE /account deletes the account for good (a
+hard delete, as upstream: sessions, roles, identities and personal data go; audit events
+keep only the user id) and clears the cookies: ``{success: true}``. Deviation (security):
+it re-checks the owner as GraphQL ``deleteAccount`` does: ``password`` when the account
+has one (401 ``{error: 'Password is required'}`` / ``{error: 'Password is incorrect'}``)
+and ``totpCode`` (or ``code``, a TOTP or backup code) when 2FA is on (missing or wrong: 401
+``{error: 'Invalid TOTP code'}``); wrong ones count toward the lockout (423 once locked).
 
 Deliberate deviations (security):
 - ``POST /sessions/cleanup`` needs an admin (upstream it is public): 403
@@ -144,11 +150,12 @@ from authql.errors import (
     ErrorCode,
     Forbidden,
     InvalidCredentials,
+    InvalidToken,
     TwoFactorRequired,
     Unauthorized,
     ValidationFailed,
 )
-from authql.resolvers import accounts, admin, passwords, sessions
+from authql.resolvers import accounts, admin, lifecycle, passwords, sessions
 from authql.resolvers.outcomes import AuthOutcome, AuthStatus
 from authql.rest_compat._base import (
     DialectRequest,
@@ -318,6 +325,14 @@ class NodeAuthDialect(NodeAuthOAuthRoutes):
                 self.cleanup_sessions,
                 "Delete expired and revoked sessions (admins only)",
                 authenticated=True,
+            ),
+            Endpoint(
+                "DELETE",
+                "/account",
+                self.delete_account,
+                "Delete the account for good (needs the password / a 2FA code), clear cookies",
+                authenticated=True,
+                body={"password": "string", "totpCode": "string"},
             ),
             *self.mail_endpoints(),
             *self.two_factor_endpoints(),
@@ -559,6 +574,20 @@ class NodeAuthDialect(NodeAuthOAuthRoutes):
     async def cleanup_sessions(self, request: DialectRequest) -> Response:
         deleted = await admin.cleanup_sessions(request.context)
         return json_response({"success": True, "deleted": deleted})
+
+    async def delete_account(self, request: DialectRequest) -> Response:
+        try:
+            await lifecycle.delete_account(
+                request.context,
+                password=await request.string("password", required=False),
+                code=await request.string("totpCode", required=False, aliases=("code",)),
+                hard=True,
+            )
+        except InvalidToken:
+            raise Said(401, "Invalid TOTP code", code=ErrorCode.INVALID_TOKEN) from None
+        response = json_response({"success": True})
+        self._clear_cookies(response)
+        return response
 
 
 DIALECT = NodeAuthDialect

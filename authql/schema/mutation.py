@@ -46,6 +46,7 @@ class AccountMutation:
             first_name=input.first_name,
             last_name=input.last_name,
             phone=input.phone,
+            tenant=input.tenant,
         )
 
     @strawberry.mutation(description="Sign in with an email or username and a password.")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from authql.services.clock import Clock, SystemClock
 from authql.services.delivery import DeliveryQueue
+from authql.services.event_transport import build_transport
 from authql.services.events import AuthEvent, AuthEventType, EventBus
 from authql.services.lockout import PhantomLockouts
 from authql.services.mail import ConsoleMailer, Mailer, SmtpMailer
@@ -74,12 +75,15 @@ def build_services(
 ) -> Services:
     """Wire the default implementations for ``settings`` (tests may pass their own)."""
     clock = clock or SystemClock()
-    events = EventBus()
+    events = EventBus(
+        transport=build_transport(settings.event_bus_backend, settings.database_url),
+        signing_key=settings.secret_key,
+    )
     principals = PrincipalCache(settings.session_cache_seconds)
     events.add_listener(principals.on_event)
     metrics = Metrics()
     events.add_listener(metrics.on_event)
-    webhooks = WebhookDispatcher()
+    webhooks = WebhookDispatcher(settings, clock=clock, metrics=metrics, events=events)
     events.add_persist_hook(webhooks.enqueue)
 
     async def report_failure(kind: str, reason: str) -> None:

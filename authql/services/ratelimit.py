@@ -4,6 +4,9 @@ Counters are keyed by action + subject (client ip or account identifier), so an 
 batched GraphQL document and a REST call spend the same budget. The in-memory limiter uses a
 sliding-window counter (current window plus the weighted remainder of the previous one): O(1)
 memory per key and no burst of 2x at window edges.
+
+An optional observer hears every decision on a limited action (``observer(action, allowed)``)
+so metrics can count them without the limiter knowing about metrics.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
+
+#: Hears each decision on a limited action: (action, allowed). Must be cheap and not raise.
+DecisionObserver = Callable[[str, bool], None]
 
 
 class RateLimiter(Protocol):
@@ -43,11 +49,16 @@ class MemoryRateLimiter:
     """Sliding-window counters in this process's memory (one instance deployments)."""
 
     def __init__(
-        self, limits: Mapping[str, tuple[int, int]] | None, clock: Callable[[], float]
+        self,
+        limits: Mapping[str, tuple[int, int]] | None,
+        clock: Callable[[], float],
+        *,
+        observer: DecisionObserver | None = None,
     ) -> None:
         self._limits = limits
         self._clock = clock
         self._windows: dict[tuple[str, str], tuple[int, int, int]] = {}
+        self.observer = observer
 
     def hit(self, action: str, subject: str) -> float | None:
         if self._limits is None or action not in self._limits:
@@ -65,10 +76,14 @@ class MemoryRateLimiter:
         estimated = previous * (1 - elapsed_fraction) + current
         if estimated + 1 > limit:
             self._windows[key] = (start, current, previous)
+            if self.observer is not None:
+                self.observer(action, False)
             return _retry_after(now, window, period, limit, previous, current)
         self._windows[key] = (start, current + 1, previous)
         if len(self._windows) > 100_000:
             self._prune(now)
+        if self.observer is not None:
+            self.observer(action, True)
         return None
 
     def reset(self, action: str, subject: str) -> None:

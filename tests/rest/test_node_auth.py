@@ -773,21 +773,8 @@ async def test_openapi_lists_every_endpoint(make_client: MakeClient) -> None:
         ("delete", "/auth/linked-accounts/{provider}/{providerAccountId}"),
         ("post", "/auth/link-request"),
         ("post", "/auth/link-verify"),
+        ("delete", "/auth/account"),
     }
-
-
-@pytest.mark.parametrize(
-    ("method", "path"),
-    [
-        ("DELETE", "/account"),
-    ],
-)
-async def test_later_flows_are_not_served_yet(
-    make_client: MakeClient, method: str, path: str
-) -> None:
-    """Routes of flows authql does not offer yet answer 404."""
-    api = node_auth(make_client)
-    assert (await api.call(method, path)).status_code == 404
 
 
 async def test_unexpected_errors_answer_500_without_internals(
