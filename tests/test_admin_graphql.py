@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -352,6 +353,20 @@ async def test_locking_refuses_sign_in_and_ends_sessions_at_once(
     assert sessions.data["userSessions"] == []
     clock.advance(601)
     assert (await client.login()).data["login"]["status"] == "OK"
+
+
+async def test_a_lock_holds_on_magic_links_too(client: GraphQLClient) -> None:
+    """An admin's lock is not only for the password form: a magic link mailed before or
+    after the lock starts no session while it lasts."""
+    root = await admin_account(client)
+    ada = await user_account(client)
+    send = "mutation($e: String!) { sendMagicLink(email: $e) }"
+    assert (await client.gql(send, {"e": ada.email})).data == {"sendMagicLink": True}
+    mails, _ = await client.delivered()
+    token = re.search(r"token=([A-Za-z0-9_\-]+)", mails[-1].text).group(1)  # type: ignore[union-attr]
+    await client.gql(LOCK, {"u": ada.id, "m": 10}, token=root.token)
+    verify = "mutation($t: String!) { verifyMagicLink(token: $t) { status accessToken } }"
+    assert (await client.gql(verify, {"t": token})).error_code == "ACCOUNT_LOCKED"
 
 
 async def test_lock_without_minutes_lasts_until_unlocked(

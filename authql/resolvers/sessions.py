@@ -57,6 +57,10 @@ async def start_session(
     when its tenant does not allow ``method`` (MethodNotAllowed); EMAIL_NOT_VERIFIED and
     the 2FA setup challenge when the policy requires them.
     """
+    locked_until = user.locked_until
+    if locked_until is not None and locked_until > ctx.services.clock.now():
+        # An admin's lock (or a lockout) holds on every way in, not just the password form.
+        raise AccountLocked()
     policy = await policy_for_user(ctx, user)
     if user.pending_approval or not policy.allows_session(method):
         # Whatever the first factor, an account awaiting approval, or a way in its policy
