@@ -32,7 +32,7 @@ from tortoise.transactions import in_transaction
 
 from authql.context import RequestContext
 from authql.errors import Conflict, NotFound, ValidationFailed
-from authql.models import AuthEventRecord, Session, User, UserRole
+from authql.models import AuthEventRecord, User, UserRole
 from authql.resolvers._common import emit
 from authql.resolvers.sessions import list_sessions, revoke_sessions
 from authql.services.events import AuthEvent, AuthEventType
@@ -126,19 +126,6 @@ async def get_user(ctx: RequestContext, *, user_id: str) -> UserView | None:
     except ValueError:
         return None
     return await UserView.load(row) if row else None
-
-
-async def cleanup_sessions(ctx: RequestContext) -> int:
-    """Delete sessions that have expired or were revoked (their refresh tokens go with
-    them); returns how many. Admins only: deletion is irreversible."""
-    ctx.require_admin()
-    now = ctx.services.clock.now()
-    dead = Q(expires_at__lte=now) | Q(revoked_at__isnull=False)
-    # Counted first: sqlite's delete count includes the refresh tokens that cascade.
-    async with in_transaction():
-        count = await Session.filter(dead).count()
-        await Session.filter(dead).delete()
-    return count
 
 
 async def _target(user_id: str) -> User:

@@ -155,7 +155,7 @@ from authql.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from authql.resolvers import accounts, admin, lifecycle, passwords, sessions
+from authql.resolvers import accounts, cleanup, lifecycle, passwords, sessions
 from authql.resolvers.outcomes import AuthOutcome, AuthStatus
 from authql.rest_compat._base import (
     DialectRequest,
@@ -572,7 +572,7 @@ class NodeAuthDialect(NodeAuthOAuthRoutes):
         return json_response({"success": True})
 
     async def cleanup_sessions(self, request: DialectRequest) -> Response:
-        deleted = await admin.cleanup_sessions(request.context)
+        deleted = await cleanup.cleanup(request.context)
         return json_response({"success": True, "deleted": deleted})
 
     async def delete_account(self, request: DialectRequest) -> Response:

@@ -416,8 +416,11 @@ class RedisTransport(EventTransport):
                 await pubsub.ping()
                 pinged = True
 
-    async def _ping(self) -> None:  # _hold reads and pings by itself
-        raise NotImplementedError
+    async def _ping(self) -> None:
+        """Send a PING on the subscription (``_hold`` reads the answer with the messages)."""
+        if self._pubsub is None:
+            raise ConnectionError("not connected")
+        await self._pubsub.ping()
 
     async def _close(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
